@@ -88,8 +88,15 @@ impl Outcome {
     pub fn of<T>(r: &Result<T>) -> Outcome {
         match r {
             Ok(_) => Outcome::Allowed,
-            Err(e) if e.is_denied() => Outcome::Denied(e.to_string()),
-            Err(e) => Outcome::Failed(e.to_string()),
+            Err(e) => Outcome::from_err(e),
+        }
+    }
+    /// From an error.
+    pub fn from_err(e: &Error) -> Outcome {
+        if e.is_denied() {
+            Outcome::Denied(e.to_string())
+        } else {
+            Outcome::Failed(e.to_string())
         }
     }
     /// `allowed`, `denied` or `failed`.

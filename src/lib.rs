@@ -4,12 +4,19 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod accounts_hash;
 pub mod audit;
 pub mod blob;
 pub mod crypto;
 pub mod error;
 pub mod events;
 pub mod model;
+pub mod names;
+pub mod path;
+pub mod policy;
+pub mod portal;
 pub mod store;
+pub mod tree;
 
 pub use error::{Error, Result};
+pub use portal::{Portal, PortalBuilder};

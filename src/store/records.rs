@@ -71,6 +71,9 @@ pub struct TrashInfo {
     pub at: Millis,
     /// By whom.
     pub by: Principal,
+    /// The folder's path (canonical names from the matter down) when it was trashed, so it can be
+    /// restored even if the folder was removed since.
+    pub folder_path: Vec<String>,
 }
 
 /// A document. Its content is its current version.

@@ -1,0 +1,343 @@
+//! The [`Portal`]: the library's one way in.
+//!
+//! A `Portal` owns the store, the blob store and the event channel. Everything a host application,
+//! the admin CLI or a front end does goes through its methods (staff administration here and in the
+//! submodules, the principal's tree in [`crate::tree`]), and every method resolves the caller's
+//! permission through [`crate::policy`], does the work and appends the audit entry.
+
+mod admin;
+mod docs;
+mod logins;
+mod messages;
+
+pub use admin::*;
+pub use docs::*;
+pub use logins::*;
+pub use messages::*;
+
+use crate::audit::{self, AuditAction, NewEntry, Outcome};
+use crate::blob::{BlobStore, mem::MemBlobStore};
+use crate::crypto::{PlainSealer, Sealer};
+use crate::events::{EVENT_BUFFER, PortalEvent};
+use crate::model::*;
+use crate::store::{self, Store};
+use crate::tree::Tree;
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::broadcast;
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) events: broadcast::Sender<PortalEvent>,
+    pub(crate) epoch: Arc<AtomicU64>,
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+/// A portal: cheap to clone, share it between tasks and front ends.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use sdx_portal::{Portal, model::*};
+/// let portal = Portal::in_memory().await.unwrap();
+/// let firm = Actor::system();
+/// let client = portal.create_participant_type(&firm, "Client").await.unwrap();
+/// let general = portal
+///     .create_matter_type(&firm, "General", &["Client Documents", "Internal"])
+///     .await
+///     .unwrap();
+/// portal
+///     .set_portal_permissions(&firm, general, "Client Documents", client, Permissions::FULL)
+///     .await
+///     .unwrap();
+/// let matter = portal.create_matter(&firm, "2026-001", "Smith v Jones", general).await.unwrap();
+/// let alice = portal.create_contact(&firm, "Alice", "alice@example.test").await.unwrap();
+/// let part = portal.add_participant(&firm, matter, alice, client).await.unwrap();
+/// portal.create_portal_login(&firm, alice, Some("a long passphrase here")).await.unwrap();
+/// portal.grant_access(&firm, matter, part).await.unwrap();
+///
+/// let who = portal.authenticate_password("alice@example.test", "a long passphrase here").await.unwrap();
+/// let tree = portal.tree(Actor::api(who));
+/// let names: Vec<String> = tree.list("/").await.unwrap().into_iter().map(|e| e.name).collect();
+/// assert_eq!(names, ["2026-001 Smith v Jones"]);
+/// // "Internal" is not a portal folder: Alice does not see it.
+/// let folders = tree.list("/2026-001 Smith v Jones").await.unwrap();
+/// assert_eq!(folders.len(), 1);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Portal {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Portal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Portal")
+            .field("data_dir", &self.inner.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Portal`] with non-default parts.
+pub struct PortalBuilder {
+    dir: Option<PathBuf>,
+    sealer: Option<Arc<dyn Sealer>>,
+    blobs: Option<Arc<dyn BlobStore>>,
+    cache_bytes: usize,
+}
+
+impl PortalBuilder {
+    /// A portal whose database lives in `dir/portal.redb`.
+    pub fn new(dir: impl AsRef<Path>) -> Self {
+        PortalBuilder {
+            dir: Some(dir.as_ref().to_path_buf()),
+            sealer: None,
+            blobs: None,
+            cache_bytes: 64 << 20,
+        }
+    }
+    /// A portal held entirely in memory.
+    pub fn memory() -> Self {
+        PortalBuilder {
+            dir: None,
+            sealer: None,
+            blobs: None,
+            cache_bytes: 16 << 20,
+        }
+    }
+    /// Uses this record sealer (default: none, records in the clear).
+    pub fn sealer(mut self, s: Arc<dyn Sealer>) -> Self {
+        self.sealer = Some(s);
+        self
+    }
+    /// Uses this blob store (default: in memory).
+    pub fn blob_store(mut self, b: Arc<dyn BlobStore>) -> Self {
+        self.blobs = Some(b);
+        self
+    }
+    /// redb page cache size in bytes (default 64 MiB).
+    pub fn cache_bytes(mut self, n: usize) -> Self {
+        self.cache_bytes = n;
+        self
+    }
+    /// Opens the portal.
+    pub async fn open(self) -> Result<Portal> {
+        let dir = self.dir.clone();
+        let cache = self.cache_bytes;
+        let db = tokio::task::spawn_blocking(move || -> Result<redb::Database> {
+            match dir {
+                Some(d) => {
+                    std::fs::create_dir_all(&d)?;
+                    store::open_database(&d.join("portal.redb"), cache)
+                }
+                None => store::memory_database(),
+            }
+        })
+        .await??;
+        let sealer = self.sealer.unwrap_or_else(|| Arc::new(PlainSealer));
+        let blobs = self
+            .blobs
+            .unwrap_or_else(|| Arc::new(MemBlobStore::default()));
+        Portal::start(Arc::new(db), sealer, blobs, self.dir).await
+    }
+}
+
+impl Portal {
+    /// A throw-away portal in memory (tests, examples, fuzzing).
+    pub async fn in_memory() -> Result<Portal> {
+        PortalBuilder::memory().open().await
+    }
+
+    /// Starts a portal over an already open database.
+    pub async fn start(
+        db: Arc<redb::Database>,
+        sealer: Arc<dyn Sealer>,
+        blobs: Arc<dyn BlobStore>,
+        data_dir: Option<PathBuf>,
+    ) -> Result<Portal> {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let epoch = Arc::new(AtomicU64::new(1));
+        let ev = events.clone();
+        let ep = epoch.clone();
+        let hook: store::CommitHook = Arc::new(move |evs, changed| {
+            if changed {
+                ep.fetch_add(1, Ordering::SeqCst);
+            }
+            for e in evs {
+                let _ = ev.send(e);
+            }
+        });
+        let store = tokio::task::spawn_blocking(move || Store::start(db, sealer, hook)).await??;
+        let portal = Portal {
+            inner: Arc::new(Inner {
+                store,
+                blobs,
+                events,
+                epoch,
+                data_dir,
+            }),
+        };
+        portal.collect_orphans().await?;
+        Ok(portal)
+    }
+
+    /// The data directory, for on-disk portals.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.inner.data_dir.as_deref()
+    }
+
+    /// The store (crate-internal services and front-end plumbing such as the lock manager).
+    #[doc(hidden)]
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Subscribes to portal events. Events arrive after the change is durable.
+    pub fn subscribe(&self) -> broadcast::Receiver<PortalEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The principal's tree, as both front ends serve it.
+    pub fn tree(&self, actor: Actor) -> Tree {
+        Tree::new(self.clone(), actor)
+    }
+
+    /// A counter bumped whenever access rights change; open handles re-check when it moves.
+    pub fn access_epoch(&self) -> u64 {
+        self.inner.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Appends an audit entry on its own (reads, authentication): returns once it is durable.
+    pub(crate) async fn audit(&self, e: NewEntry) -> Result<()> {
+        self.inner
+            .store
+            .write(move |ctx| audit::append(ctx, e.clone()).map(|_| ()))
+            .await
+    }
+
+    /// Runs a staff-only admin job: checks staff rights (auditing a refusal), runs `f` in a write
+    /// job, audits its outcome in the same commit.
+    pub(crate) async fn admin<R, F>(
+        &self,
+        actor: &Actor,
+        action: &'static str,
+        matter: Option<MatterId>,
+        object: String,
+        mut f: F,
+    ) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnMut(&mut store::WriteCtx<'_>) -> Result<R> + Send + 'static,
+    {
+        let actor = actor.clone();
+        let r = self
+            .inner
+            .store
+            .write(move |ctx| {
+                let res = crate::policy::require_staff(actor.principal, action)
+                    .and_then(|_| {
+                        crate::policy::check_principal(&ctx.db(), actor.principal).map(|_| ())
+                    })
+                    .and_then(|_| f(ctx));
+                let res = match res {
+                    // Storage failures abort the batch (nothing half-done is committed).
+                    Err(e @ (Error::Storage(_) | Error::Io(_))) => return Err(e),
+                    other => other,
+                };
+                audit::append(
+                    ctx,
+                    NewEntry {
+                        actor: actor.clone(),
+                        matter,
+                        document: None,
+                        object: object.clone(),
+                        action: AuditAction::Admin(action.to_string()),
+                        outcome: Outcome::of(&res),
+                    },
+                )?;
+                Ok(res)
+            })
+            .await?;
+        r
+    }
+
+    /// Staff-only read: checks rights, runs `f` in a read transaction, audits the outcome.
+    pub(crate) async fn admin_read<R, F>(
+        &self,
+        actor: &Actor,
+        action: &'static str,
+        matter: Option<MatterId>,
+        object: String,
+        f: F,
+    ) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&store::Db<'_, redb::ReadTransaction>) -> Result<R> + Send + 'static,
+    {
+        let p = actor.principal;
+        let res = self
+            .inner
+            .store
+            .read(move |db| {
+                crate::policy::require_staff(p, action)?;
+                crate::policy::check_principal(db, p)?;
+                f(db)
+            })
+            .await;
+        self.audit(NewEntry {
+            actor: actor.clone(),
+            matter,
+            document: None,
+            object,
+            action: AuditAction::Admin(action.to_string()),
+            outcome: Outcome::of(&res),
+        })
+        .await?;
+        res
+    }
+
+    async fn collect_orphans(&self) -> Result<()> {
+        let live = self
+            .inner
+            .store
+            .read(|db| {
+                let mut live = std::collections::HashSet::new();
+                let all: Vec<(Vec<u8>, crate::store::records::VersionRec)> = scan_all_versions(db)?;
+                for (_, v) in all {
+                    live.insert(v.blob.id);
+                }
+                Ok(live)
+            })
+            .await?;
+        let removed = self.inner.blobs.retain(&live).await?;
+        if removed > 0 {
+            tracing::info!(removed, "removed blobs left over from interrupted uploads");
+        }
+        Ok(())
+    }
+}
+
+/// Every version record of every matter, unsealed with its matter's key.
+fn scan_all_versions<T: crate::store::Tx + ?Sized>(
+    db: &crate::store::Db<'_, T>,
+) -> Result<Vec<(Vec<u8>, crate::store::records::VersionRec)>> {
+    use crate::crypto::Scope;
+    use crate::store::tables::{self, VERSIONS};
+    let mut out = Vec::new();
+    for (k, sealed) in db.tx.scan_raw(VERSIONS, &[], usize::MAX)? {
+        let Some(m) = tables::id_at(&k, 0) else {
+            continue;
+        };
+        let plain = db.sealer.open(
+            Scope::Matter(MatterId(m)),
+            &store::aad(VERSIONS, &k),
+            &sealed,
+        )?;
+        let v: crate::store::records::VersionRec = postcard::from_bytes(&plain)
+            .map_err(|e| Error::Integrity(format!("a version record is malformed: {e}")))?;
+        out.push((k, v));
+    }
+    Ok(out)
+}

@@ -1,0 +1,309 @@
+//! Open documents: streaming reads and staged uploads.
+
+use super::{Entry, Tree, resolve};
+use crate::audit::{AuditAction, NewEntry, Outcome};
+use crate::blob::{BlobReader, StagedBlob};
+use crate::model::*;
+use crate::path::PortalPath;
+use crate::policy;
+use crate::{Error, Result};
+use bytes::Bytes;
+
+/// Largest single read served (front ends ask for at most this much at once).
+pub const MAX_READ: usize = 4 << 20;
+
+/// How [`Tree::open_write`] opens a document.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Start empty (true, the usual upload) or from the current content (false: random-access
+    /// edits such as sshfs's or a resumed upload).
+    pub truncate: bool,
+    /// Fail if the document exists (SFTP `O_EXCL`, WebDAV `If-None-Match: *`).
+    pub create_new: bool,
+}
+
+impl WriteOptions {
+    /// A plain upload: create or replace, starting empty.
+    pub fn upload() -> Self {
+        WriteOptions {
+            truncate: true,
+            create_new: false,
+        }
+    }
+}
+
+/// A document open for reading. Each read re-checks the Read permission if access rights changed
+/// since the last check, so a revoked grant stops a download in progress.
+pub struct ReadHandle {
+    tree: Tree,
+    entry: Entry,
+    folder: FolderId,
+    reader: Box<dyn BlobReader>,
+    epoch: u64,
+}
+
+impl std::fmt::Debug for ReadHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadHandle")
+            .field("entry", &self.entry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReadHandle {
+    pub(crate) fn new(
+        tree: Tree,
+        entry: Entry,
+        folder: FolderId,
+        reader: Box<dyn BlobReader>,
+    ) -> Self {
+        let epoch = tree.portal.access_epoch();
+        ReadHandle {
+            tree,
+            entry,
+            folder,
+            reader,
+            epoch,
+        }
+    }
+
+    /// What was opened.
+    pub fn entry(&self) -> &Entry {
+        &self.entry
+    }
+
+    /// Content length.
+    pub fn len(&self) -> u64 {
+        self.reader.len()
+    }
+
+    /// Whether the document is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads up to `max` bytes (capped at [`MAX_READ`]) at `offset`; empty at the end.
+    pub async fn read_at(&mut self, offset: u64, max: usize) -> Result<Bytes> {
+        self.recheck().await?;
+        self.reader.read_at(offset, max.min(MAX_READ)).await
+    }
+
+    async fn recheck(&mut self) -> Result<()> {
+        let now = self.tree.portal.access_epoch();
+        if now == self.epoch {
+            return Ok(());
+        }
+        let p = self.tree.actor.principal;
+        let (Some(matter), folder) = (self.entry.matter, self.folder) else {
+            return Err(Error::NotFound(self.entry.name.clone()));
+        };
+        let res = self
+            .tree
+            .portal
+            .inner
+            .store
+            .read(move |db| {
+                let acc = policy::matter_access(db, p, matter)?;
+                let f = resolve::folder_by_id(db, &acc, folder)?;
+                policy::require(f.perms(), Permission::Read, &f.path.to_string())
+            })
+            .await;
+        match res {
+            Ok(()) => {
+                self.epoch = now;
+                Ok(())
+            }
+            Err(e) => {
+                let e = if e.is_not_found() {
+                    Error::PermissionDenied {
+                        permission: Permission::Read,
+                        folder: "(access was withdrawn)".into(),
+                    }
+                } else {
+                    e
+                };
+                self.tree
+                    .portal
+                    .audit(NewEntry {
+                        actor: self.tree.actor.clone(),
+                        matter: Some(matter),
+                        document: self.entry.document,
+                        object: self.entry.name.clone(),
+                        action: AuditAction::Read,
+                        outcome: Outcome::from_err(&e),
+                    })
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// An upload in progress. Nothing is visible until [`Upload::commit`]; dropping it (or
+/// [`Upload::abort`]) discards it and audits the abandoned upload.
+pub struct Upload {
+    tree: Tree,
+    path: PortalPath,
+    action: AuditAction,
+    matter: MatterId,
+    staged: Option<Box<dyn StagedBlob>>,
+    mtime: Option<Millis>,
+    create_new: bool,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upload {
+    pub(crate) fn new(
+        tree: Tree,
+        path: PortalPath,
+        action: AuditAction,
+        matter: MatterId,
+        staged: Box<dyn StagedBlob>,
+    ) -> Self {
+        Upload {
+            tree,
+            path,
+            action,
+            matter,
+            staged: Some(staged),
+            mtime: None,
+            create_new: false,
+        }
+    }
+
+    fn staged(&mut self) -> Result<&mut Box<dyn StagedBlob>> {
+        self.staged
+            .as_mut()
+            .ok_or_else(|| Error::Conflict("the upload is already finished".into()))
+    }
+
+    /// The target path.
+    pub fn path(&self) -> &PortalPath {
+        &self.path
+    }
+
+    /// Whether this upload replaces an existing document.
+    pub fn is_update(&self) -> bool {
+        self.action == AuditAction::Update
+    }
+
+    /// Bytes staged so far.
+    pub fn len(&self) -> u64 {
+        self.staged.as_ref().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Whether nothing was staged.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fail at commit if the document exists by then.
+    pub fn set_create_new(&mut self, v: bool) {
+        self.create_new = v;
+    }
+
+    /// The modification time to record (client-supplied, e.g. `X-OC-Mtime`).
+    pub fn set_modified(&mut self, mtime: Millis) {
+        self.mtime = Some(mtime);
+    }
+
+    /// Appends data.
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.staged()?.append(data).await
+    }
+
+    /// Writes at an offset.
+    pub async fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.staged()?.write_at(offset, data).await
+    }
+
+    /// Reads back staged data.
+    pub async fn read_at(&mut self, offset: u64, max: usize) -> Result<Bytes> {
+        self.staged()?.read_at(offset, max.min(MAX_READ)).await
+    }
+
+    /// Truncates or extends.
+    pub async fn set_len(&mut self, len: u64) -> Result<()> {
+        self.staged()?.set_len(len).await
+    }
+
+    /// Makes the upload the document's new content (atomically), after re-checking the permission.
+    pub async fn commit(mut self) -> Result<Entry> {
+        let staged = self
+            .staged
+            .take()
+            .ok_or_else(|| Error::Conflict("the upload is already finished".into()))?;
+        let blob = match staged.commit().await {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = self
+                    .tree
+                    .audit_aborted(&self.path, self.action.clone(), self.matter, e.to_string())
+                    .await;
+                return Err(e);
+            }
+        };
+        let res = self
+            .tree
+            .commit_upload(self.path.clone(), blob.clone(), self.mtime, self.create_new)
+            .await;
+        if res.is_err() {
+            // Not recorded: the blob is an orphan; remove it now (the next open would too).
+            let _ = self
+                .tree
+                .portal
+                .inner
+                .blobs
+                .remove(self.matter, &blob)
+                .await;
+        }
+        res
+    }
+
+    /// Discards the upload.
+    pub async fn abort(mut self) -> Result<()> {
+        if let Some(s) = self.staged.take() {
+            s.abort().await?;
+            self.tree
+                .audit_aborted(
+                    &self.path,
+                    self.action.clone(),
+                    self.matter,
+                    "upload cancelled".into(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if let Some(s) = self.staged.take() {
+            let tree = self.tree.clone();
+            let path = self.path.clone();
+            let action = self.action.clone();
+            let matter = self.matter;
+            if let Ok(h) = tokio::runtime::Handle::try_current() {
+                h.spawn(async move {
+                    let _ = s.abort().await;
+                    let _ = tree
+                        .audit_aborted(
+                            &path,
+                            action,
+                            matter,
+                            "upload interrupted before it completed".into(),
+                        )
+                        .await;
+                });
+            }
+        }
+    }
+}

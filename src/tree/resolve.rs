@@ -1,0 +1,240 @@
+//! Path → node resolution inside one transaction, for one principal.
+//!
+//! Resolution applies visibility as it walks: a matter the principal can't see, or a folder hidden
+//! from them, resolves as `NotFound` exactly like a name that does not exist, so nothing leaks.
+
+use crate::crypto::Scope;
+use crate::model::*;
+use crate::names;
+use crate::path::PortalPath;
+use crate::policy::{self, MatterAccess, Visibility};
+use crate::store::records::*;
+use crate::store::tables::{self, DOCUMENTS, FOLDERS, Key, NAMES, name_kind};
+use crate::store::{Db, Tx};
+use crate::{Error, Result};
+
+/// A folder reached by a path.
+#[derive(Clone, Debug)]
+pub struct FolderNode {
+    /// Its id.
+    pub id: FolderId,
+    /// Its record.
+    pub rec: FolderRec,
+    /// Folded template path from the matter root (`client documents/tax returns`).
+    pub tpath: String,
+    /// Canonical names from the matter root.
+    pub names: Vec<String>,
+    /// How the principal sees it.
+    pub vis: Visibility,
+    /// The path in the principal's tree (for messages).
+    pub path: PortalPath,
+}
+
+impl FolderNode {
+    /// The principal's permissions here (none for containers).
+    pub fn perms(&self) -> Permissions {
+        match self.vis {
+            Visibility::Folder(p) => p,
+            _ => Permissions::NONE,
+        }
+    }
+}
+
+/// What a path names.
+#[derive(Clone, Debug)]
+pub enum Node {
+    /// `/`: the principal's matters.
+    Root,
+    /// A matter's folder.
+    Matter(MatterAccess),
+    /// A folder.
+    Folder(MatterAccess, FolderNode),
+    /// A live document.
+    Document(MatterAccess, FolderNode, DocumentId, DocumentRec),
+    /// Nothing yet: the last segment `name` does not exist in `parent` (None = the matter root).
+    Missing(MatterAccess, Option<FolderNode>, String),
+}
+
+impl Node {
+    /// The matter concerned, if any.
+    pub fn matter(&self) -> Option<MatterId> {
+        match self {
+            Node::Root => None,
+            Node::Matter(a) | Node::Folder(a, _) | Node::Document(a, ..) | Node::Missing(a, ..) => {
+                Some(a.matter)
+            }
+        }
+    }
+    /// The document concerned, if any.
+    pub fn document(&self) -> Option<DocumentId> {
+        match self {
+            Node::Document(_, _, d, _) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
+/// Key of a folder's name in its parent.
+pub fn folder_name_key<T: Tx + ?Sized>(
+    db: &Db<'_, T>,
+    m: MatterId,
+    parent: Option<FolderId>,
+    name: &str,
+) -> Vec<u8> {
+    Key::kind(name_kind::FOLDER)
+        .id(m.0)
+        .id(parent.map(|f| f.0).unwrap_or(0))
+        .bytes(&db.ikey(Scope::Matter(m), &names::fold_key(name)))
+        .done()
+}
+
+/// Key of a live document's name in its folder.
+pub fn doc_name_key<T: Tx + ?Sized>(
+    db: &Db<'_, T>,
+    m: MatterId,
+    folder: FolderId,
+    name: &str,
+) -> Vec<u8> {
+    Key::kind(name_kind::DOCUMENT)
+        .id(m.0)
+        .id(folder.0)
+        .bytes(&db.ikey(Scope::Matter(m), &names::fold_key(name)))
+        .done()
+}
+
+/// Key of a matter's display name.
+pub fn matter_display_key<T: Tx + ?Sized>(db: &Db<'_, T>, display: &str) -> Vec<u8> {
+    Key::kind(name_kind::MATTER_DISPLAY)
+        .bytes(&db.ikey(Scope::Global, &names::fold_key(display)))
+        .done()
+}
+
+fn find_matter<T: Tx + ?Sized>(db: &Db<'_, T>, p: Principal, seg: &str) -> Result<MatterAccess> {
+    let nf = || Error::NotFound(format!("/{seg}"));
+    if p.is_staff() {
+        let id = db
+            .get_id(NAMES, &matter_display_key(db, seg))?
+            .ok_or_else(nf)?;
+        return policy::matter_access(db, p, MatterId(id));
+    }
+    let fold = names::fold_key(seg);
+    policy::visible_matters(db, p)?
+        .into_iter()
+        .find(|a| names::fold_key(&a.rec.display) == fold)
+        .ok_or_else(nf)
+}
+
+/// Loads a folder node by id (used when re-checking open handles).
+pub fn folder_by_id<T: Tx + ?Sized>(
+    db: &Db<'_, T>,
+    acc: &MatterAccess,
+    id: FolderId,
+) -> Result<FolderNode> {
+    let m = acc.matter;
+    let mut chain: Vec<(FolderId, FolderRec)> = Vec::new();
+    let mut cur = Some(id);
+    while let Some(f) = cur {
+        if chain.len() > crate::path::MAX_DEPTH {
+            return Err(Error::Integrity("folder parents form a loop".into()));
+        }
+        let rec: FolderRec = db.need(
+            FOLDERS,
+            Scope::Matter(m),
+            &tables::ids(&[m.0, f.0]),
+            "folder",
+        )?;
+        cur = rec.parent;
+        chain.push((f, rec));
+    }
+    chain.reverse();
+    let mut node: Option<FolderNode> = None;
+    let root = PortalPath::root().join(&acc.rec.display)?;
+    for (fid, rec) in chain {
+        node = Some(child_node(acc, node.as_ref(), &root, fid, rec)?);
+    }
+    let n = node.ok_or_else(|| Error::NotFound("folder".into()))?;
+    if n.vis == Visibility::Hidden {
+        return Err(Error::NotFound(n.path.to_string()));
+    }
+    Ok(n)
+}
+
+fn child_node(
+    acc: &MatterAccess,
+    parent: Option<&FolderNode>,
+    matter_path: &PortalPath,
+    id: FolderId,
+    rec: FolderRec,
+) -> Result<FolderNode> {
+    let fold = names::fold_key(&rec.name);
+    let (tpath, mut names_v, path) = match parent {
+        Some(p) => (
+            format!("{}/{}", p.tpath, fold),
+            p.names.clone(),
+            p.path.join(&rec.name)?,
+        ),
+        None => (fold, Vec::new(), matter_path.join(&rec.name)?),
+    };
+    names_v.push(rec.name.clone());
+    Ok(FolderNode {
+        id,
+        vis: acc.folder(&tpath),
+        rec,
+        tpath,
+        names: names_v,
+        path,
+    })
+}
+
+/// Resolves `path` for principal `p`.
+pub fn resolve<T: Tx + ?Sized>(db: &Db<'_, T>, p: Principal, path: &PortalPath) -> Result<Node> {
+    let segs = path.segments();
+    let Some(first) = segs.first() else {
+        policy::check_principal(db, p)?;
+        return Ok(Node::Root);
+    };
+    let acc = find_matter(db, p, first)?;
+    let m = acc.matter;
+    let matter_path = PortalPath::root().join(&acc.rec.display)?;
+    let rest = segs.get(1..).unwrap_or(&[]);
+    let mut parent: Option<FolderNode> = None;
+    for (i, seg) in rest.iter().enumerate() {
+        let last = i + 1 == rest.len();
+        let pid = parent.as_ref().map(|f| f.id);
+        if let Some(fid) = db.get_id(NAMES, &folder_name_key(db, m, pid, seg))? {
+            let rec: FolderRec = db.need(
+                FOLDERS,
+                Scope::Matter(m),
+                &tables::ids(&[m.0, fid]),
+                "folder",
+            )?;
+            let node = child_node(&acc, parent.as_ref(), &matter_path, FolderId(fid), rec)?;
+            if node.vis == Visibility::Hidden {
+                return Err(Error::NotFound(path.to_string()));
+            }
+            parent = Some(node);
+            continue;
+        }
+        if !last {
+            return Err(Error::NotFound(path.to_string()));
+        }
+        if let Some(f) = &parent {
+            if f.vis != Visibility::Container {
+                if let Some(did) = db.get_id(NAMES, &doc_name_key(db, m, f.id, seg))? {
+                    let rec: DocumentRec = db.need(
+                        DOCUMENTS,
+                        Scope::Matter(m),
+                        &tables::ids(&[m.0, did]),
+                        "document",
+                    )?;
+                    return Ok(Node::Document(acc, f.clone(), DocumentId(did), rec));
+                }
+            }
+        }
+        return Ok(Node::Missing(acc, parent, seg.clone()));
+    }
+    match parent {
+        Some(f) => Ok(Node::Folder(acc, f)),
+        None => Ok(Node::Matter(acc)),
+    }
+}
