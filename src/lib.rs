@@ -8,6 +8,7 @@ mod accounts_hash;
 pub mod audit;
 pub mod blob;
 pub mod crypto;
+pub mod demo;
 pub mod error;
 pub mod events;
 pub mod model;
