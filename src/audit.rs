@@ -373,15 +373,15 @@ pub fn query<T: Tx + ?Sized>(db: &Db<'_, T>, f: &AuditFilter) -> Result<Vec<Audi
         }
         let s: Option<Stored> = db.get(AUDIT, Scope::Global, &tables::ids(&[seq]))?;
         let Some(s) = s else { continue };
-        if let Some(since) = f.since {
-            if s.entry.at < since {
-                break;
-            }
+        if let Some(since) = f.since
+            && s.entry.at < since
+        {
+            break;
         }
-        if let Some(l) = f.login {
-            if s.entry.actor.login() != Some(l) {
-                continue;
-            }
+        if let Some(l) = f.login
+            && s.entry.actor.login() != Some(l)
+        {
+            continue;
         }
         out.push(s.entry);
     }

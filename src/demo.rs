@@ -40,41 +40,84 @@ pub async fn provision(portal: &Portal) -> Result<Demo> {
                 .create_matter_type(
                     &sys,
                     "General",
-                    &["Client Documents", "Client Documents/Tax Returns", "Correspondence", "Internal"],
+                    &[
+                        "Client Documents",
+                        "Client Documents/Tax Returns",
+                        "Correspondence",
+                        "Internal",
+                    ],
                 )
                 .await?;
-            let list_read = Permissions::NONE.with(Permission::List).with(Permission::Read);
+            let list_read = Permissions::NONE
+                .with(Permission::List)
+                .with(Permission::Read);
             let up = list_read.with(Permission::Create);
-            portal.set_portal_permissions(&sys, t, "Client Documents", client_t, up).await?;
-            portal.set_portal_permissions(&sys, t, "Client Documents", other_t, list_read).await?;
             portal
-                .set_portal_permissions(&sys, t, "Client Documents/Tax Returns", client_t, Permissions::FULL)
+                .set_portal_permissions(&sys, t, "Client Documents", client_t, up)
                 .await?;
-            portal.set_portal_permissions(&sys, t, "Correspondence", client_t, list_read).await?;
+            portal
+                .set_portal_permissions(&sys, t, "Client Documents", other_t, list_read)
+                .await?;
+            portal
+                .set_portal_permissions(
+                    &sys,
+                    t,
+                    "Client Documents/Tax Returns",
+                    client_t,
+                    Permissions::FULL,
+                )
+                .await?;
+            portal
+                .set_portal_permissions(&sys, t, "Correspondence", client_t, list_read)
+                .await?;
             t
         }
     };
     let matter = match portal.find_matter(&sys, "2026-001").await? {
         Some(m) => m,
-        None => portal.create_matter(&sys, "2026-001", "Smith v Jones", general).await?,
+        None => {
+            portal
+                .create_matter(&sys, "2026-001", "Smith v Jones", general)
+                .await?
+        }
     };
     let staff = match portal.find_login(&sys, DEMO_STAFF_EMAIL).await? {
         Some(l) => l.id,
-        None => portal.create_staff_login(&sys, DEMO_STAFF_EMAIL, "Sam Staff", Some(DEMO_PASSWORD)).await?,
+        None => {
+            portal
+                .create_staff_login(&sys, DEMO_STAFF_EMAIL, "Sam Staff", Some(DEMO_PASSWORD))
+                .await?
+        }
     };
     let alice = match portal.find_contact(&sys, DEMO_CLIENT_EMAIL).await? {
         Some(c) => c.id,
-        None => portal.create_contact(&sys, "Alice Client", DEMO_CLIENT_EMAIL).await?,
+        None => {
+            portal
+                .create_contact(&sys, "Alice Client", DEMO_CLIENT_EMAIL)
+                .await?
+        }
     };
     let client = match portal.find_login(&sys, DEMO_CLIENT_EMAIL).await? {
         Some(l) => l.id,
-        None => portal.create_portal_login(&sys, alice, Some(DEMO_PASSWORD)).await?,
+        None => {
+            portal
+                .create_portal_login(&sys, alice, Some(DEMO_PASSWORD))
+                .await?
+        }
     };
     let parts = portal.participants(&sys, matter).await?;
     let part = match parts.iter().find(|p| p.contact == alice) {
         Some(p) => p.id,
-        None => portal.add_participant(&sys, matter, alice, client_t).await?,
+        None => {
+            portal
+                .add_participant(&sys, matter, alice, client_t)
+                .await?
+        }
     };
     portal.grant_access(&sys, matter, part).await?;
-    Ok(Demo { matter, client, staff })
+    Ok(Demo {
+        matter,
+        client,
+        staff,
+    })
 }

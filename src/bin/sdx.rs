@@ -36,25 +36,43 @@ async fn run(cli: Cli) -> Result<(), String> {
             let dir = match (data, demo) {
                 (Some(d), _) => d,
                 (None, true) => PathBuf::from("sdx-demo"),
-                (None, false) => return Err("give --data DIR (or --demo for a demo portal in ./sdx-demo)".into()),
+                (None, false) => {
+                    return Err(
+                        "give --data DIR (or --demo for a demo portal in ./sdx-demo)".into(),
+                    );
+                }
             };
-            let portal = PortalBuilder::new(&dir).open().await.map_err(|e| e.to_string())?;
+            let portal = PortalBuilder::new(&dir)
+                .open()
+                .await
+                .map_err(|e| e.to_string())?;
             if demo {
                 let d = demo::provision(&portal).await.map_err(|e| e.to_string())?;
                 print_demo(&portal, &dir, &d).await?;
             }
-            eprintln!("\nThe WebDAV and SFTP front ends are not part of this build yet; nothing is listening.");
+            eprintln!(
+                "\nThe WebDAV and SFTP front ends are not part of this build yet; nothing is listening."
+            );
             Ok(())
         }
         Cmd::AuditVerify { data } => {
-            let portal = PortalBuilder::new(&data).open().await.map_err(|e| e.to_string())?;
-            let r = portal.audit_verify(&Actor::system()).await.map_err(|e| e.to_string())?;
+            let portal = PortalBuilder::new(&data)
+                .open()
+                .await
+                .map_err(|e| e.to_string())?;
+            let r = portal
+                .audit_verify(&Actor::system())
+                .await
+                .map_err(|e| e.to_string())?;
             match r.problem {
                 None => {
                     println!("audit trail intact: {} entries", r.entries);
                     Ok(())
                 }
-                Some(p) => Err(format!("audit trail broken after {} good entries: {p}", r.entries)),
+                Some(p) => Err(format!(
+                    "audit trail broken after {} good entries: {p}",
+                    r.entries
+                )),
             }
         }
     }
@@ -62,8 +80,16 @@ async fn run(cli: Cli) -> Result<(), String> {
 
 async fn print_demo(portal: &Portal, dir: &std::path::Path, _d: &demo::Demo) -> Result<(), String> {
     println!("Demo portal in {}", dir.display());
-    println!("  staff login:  {} / {}", demo::DEMO_STAFF_EMAIL, demo::DEMO_PASSWORD);
-    println!("  client login: {} / {}", demo::DEMO_CLIENT_EMAIL, demo::DEMO_PASSWORD);
+    println!(
+        "  staff login:  {} / {}",
+        demo::DEMO_STAFF_EMAIL,
+        demo::DEMO_PASSWORD
+    );
+    println!(
+        "  client login: {} / {}",
+        demo::DEMO_CLIENT_EMAIL,
+        demo::DEMO_PASSWORD
+    );
     let who = portal
         .authenticate_password(demo::DEMO_CLIENT_EMAIL, demo::DEMO_PASSWORD)
         .await
@@ -72,9 +98,17 @@ async fn print_demo(portal: &Portal, dir: &std::path::Path, _d: &demo::Demo) -> 
     println!("What the client sees:");
     for m in tree.list("/").await.map_err(|e| e.to_string())? {
         println!("  /{}", m.name);
-        for f in tree.list(&format!("/{}", m.name)).await.map_err(|e| e.to_string())? {
+        for f in tree
+            .list(&format!("/{}", m.name))
+            .await
+            .map_err(|e| e.to_string())?
+        {
             println!("    /{}/{}  [{}]", m.name, f.name, f.perms);
-            for s in tree.list(&format!("/{}/{}", m.name, f.name)).await.map_err(|e| e.to_string())? {
+            for s in tree
+                .list(&format!("/{}/{}", m.name, f.name))
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 println!("      /{}/{}/{}  [{}]", m.name, f.name, s.name, s.perms);
             }
         }

@@ -232,8 +232,8 @@ impl Portal {
         F: FnMut(&mut store::WriteCtx<'_>) -> Result<R> + Send + 'static,
     {
         let actor = actor.clone();
-        let r = self
-            .inner
+
+        self.inner
             .store
             .write(move |ctx| {
                 let res = crate::policy::require_staff(actor.principal, action)
@@ -259,8 +259,7 @@ impl Portal {
                 )?;
                 Ok(res)
             })
-            .await?;
-        r
+            .await?
     }
 
     /// Staff-only read: checks rights, runs `f` in a read transaction, audits the outcome.

@@ -216,15 +216,16 @@ fn check_free<T: Tx + ?Sized>(
     {
         return Err(Error::AlreadyExists(format!("a folder named \"{name}\"")));
     }
-    if let Some(f) = parent {
-        if db.get_id(NAMES, &doc_name_key(db, m, f, name))?.is_some() {
-            return Err(Error::AlreadyExists(format!("a document named \"{name}\"")));
-        }
+    if let Some(f) = parent
+        && db.get_id(NAMES, &doc_name_key(db, m, f, name))?.is_some()
+    {
+        return Err(Error::AlreadyExists(format!("a document named \"{name}\"")));
     }
     Ok(())
 }
 
 /// Records a new document or a new version of an existing one. Returns the entry.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn put_version(
     ctx: &mut WriteCtx<'_>,
     acc: &MatterAccess,
@@ -723,7 +724,7 @@ impl Tree {
                         if opts.create_new {
                             (
                                 AuditAction::Create,
-                                Err(Error::AlreadyExists(format!("{}", r.name))),
+                                Err(Error::AlreadyExists(r.name.to_string())),
                             )
                         } else {
                             let base = if opts.truncate {
@@ -776,8 +777,8 @@ impl Tree {
     ) -> Result<Entry> {
         let object = object_of(&path.to_string());
         let actor = self.actor.clone();
-        let r = self
-            .portal
+
+        self.portal
             .inner
             .store
             .write(move |ctx| {
@@ -831,8 +832,7 @@ impl Tree {
                 )?;
                 Ok(res)
             })
-            .await?;
-        r
+            .await?
     }
 
     /// Audits an upload that never committed (cancelled, failed, connection lost).
@@ -904,10 +904,7 @@ impl Tree {
                 Some(Node::Root) | Some(Node::Matter(_)) => Err(Error::Invalid(
                     "matters are created through the API, not as folders".into(),
                 )),
-                Some(_) => Err(Error::AlreadyExists(format!(
-                    "{path_s}",
-                    path_s = "that name"
-                ))),
+                Some(_) => Err(Error::AlreadyExists("that name".to_string())),
                 None => Err(Error::NotFound(String::new())),
             }
         })

@@ -218,18 +218,17 @@ pub fn resolve<T: Tx + ?Sized>(db: &Db<'_, T>, p: Principal, path: &PortalPath) 
         if !last {
             return Err(Error::NotFound(path.to_string()));
         }
-        if let Some(f) = &parent {
-            if f.vis != Visibility::Container {
-                if let Some(did) = db.get_id(NAMES, &doc_name_key(db, m, f.id, seg))? {
-                    let rec: DocumentRec = db.need(
-                        DOCUMENTS,
-                        Scope::Matter(m),
-                        &tables::ids(&[m.0, did]),
-                        "document",
-                    )?;
-                    return Ok(Node::Document(acc, f.clone(), DocumentId(did), rec));
-                }
-            }
+        if let Some(f) = &parent
+            && f.vis != Visibility::Container
+            && let Some(did) = db.get_id(NAMES, &doc_name_key(db, m, f.id, seg))?
+        {
+            let rec: DocumentRec = db.need(
+                DOCUMENTS,
+                Scope::Matter(m),
+                &tables::ids(&[m.0, did]),
+                "document",
+            )?;
+            return Ok(Node::Document(acc, f.clone(), DocumentId(did), rec));
         }
         return Ok(Node::Missing(acc, parent, seg.clone()));
     }
