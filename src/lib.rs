@@ -18,6 +18,7 @@ pub mod policy;
 pub mod portal;
 pub mod store;
 pub mod tree;
+pub mod webdav;
 
 pub use error::{Error, Result};
 pub use portal::{Portal, PortalBuilder};

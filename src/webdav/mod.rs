@@ -1,0 +1,3 @@
+//! The WebDAV front end.
+
+pub mod fs;
