@@ -16,6 +16,7 @@ pub mod names;
 pub mod path;
 pub mod policy;
 pub mod portal;
+pub mod sftp;
 pub mod store;
 pub mod tree;
 pub mod webdav;

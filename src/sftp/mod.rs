@@ -1,0 +1,3 @@
+//! The SFTP front end.
+
+pub mod handler;

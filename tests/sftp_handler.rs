@@ -1,0 +1,160 @@
+//! The SFTP request handler driven directly (no network): each request is a tree operation, so the
+//! portal's permissions decide the status codes.
+use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
+use russh_sftp::server::Handler;
+use sdx_portal::model::{Actor, Channel};
+use sdx_portal::sftp::handler::PortalSftp;
+use sdx_portal::{Portal, demo};
+
+const CD: &str = "/2026-001 Smith v Jones/Client Documents";
+
+async fn session() -> (Portal, PortalSftp) {
+    let portal = Portal::in_memory().await.unwrap();
+    demo::provision(&portal).await.unwrap();
+    let who = portal
+        .authenticate_password(demo::DEMO_CLIENT_EMAIL, demo::DEMO_PASSWORD)
+        .await
+        .unwrap();
+    let s = PortalSftp::new(portal.tree(Actor::new(who, Channel::Sftp, None)));
+    (portal, s)
+}
+
+fn ssh_str(s: &str) -> Vec<u8> {
+    let mut v = (s.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+#[tokio::test]
+async fn out_of_order_writes_commit_on_close_and_read_back() {
+    let (_p, mut s) = session().await;
+    let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
+    let h = s
+        .open(1, format!("{CD}/a.bin"), flags, FileAttributes::empty())
+        .await
+        .unwrap()
+        .handle;
+    s.write(2, h.clone(), 5, b"world".to_vec()).await.unwrap();
+    s.write(3, h.clone(), 0, b"hello".to_vec()).await.unwrap();
+    // Nothing visible before close.
+    assert!(s.stat(4, format!("{CD}/a.bin")).await.is_err());
+    s.close(5, h).await.unwrap();
+    let st = s.stat(6, format!("{CD}/a.bin")).await.unwrap();
+    assert_eq!(st.attrs.size, Some(10));
+    let r = s
+        .open(
+            7,
+            format!("{CD}/a.bin"),
+            OpenFlags::READ,
+            FileAttributes::empty(),
+        )
+        .await
+        .unwrap()
+        .handle;
+    assert_eq!(
+        s.read(8, r.clone(), 0, 100).await.unwrap().data,
+        b"helloworld"
+    );
+    let eof = s.read(9, r.clone(), 10, 100).await.unwrap_err();
+    assert_eq!(eof.status_code, StatusCode::Eof);
+    s.close(10, r).await.unwrap();
+}
+
+#[tokio::test]
+async fn refusals_map_to_permission_denied_with_a_reason() {
+    let (_p, mut s) = session().await;
+    let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
+    let e = s
+        .open(
+            1,
+            "/2026-001 Smith v Jones/Correspondence/x".into(),
+            flags,
+            FileAttributes::empty(),
+        )
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.status_code, StatusCode::PermissionDenied);
+    assert!(e.error_message.unwrap_or_default().contains("Create"));
+    let e = s
+        .mkdir(2, format!("{CD}/new"), FileAttributes::empty())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status_code, StatusCode::PermissionDenied);
+    let e = s
+        .stat(3, "/2026-001 Smith v Jones/Internal".into())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status_code, StatusCode::NoSuchFile);
+    let e = s.symlink(4, "/a".into(), "/b".into()).await.unwrap_err();
+    assert_eq!(e.status_code, StatusCode::PermissionDenied);
+}
+
+#[tokio::test]
+async fn realpath_is_absolute_and_clamped_and_listing_has_longnames() {
+    let (_p, mut s) = session().await;
+    let n = s.realpath(1, "../../..".into()).await.unwrap();
+    assert_eq!(n.files[0].filename, "/");
+    let n = s.realpath(2, ".".into()).await.unwrap();
+    assert_eq!(n.files[0].filename, "/");
+    let h = s
+        .opendir(3, "/2026-001 Smith v Jones".into())
+        .await
+        .unwrap()
+        .handle;
+    let names = s.readdir(4, h.clone()).await.unwrap();
+    assert!(
+        names.files.iter().all(|f| f.longname.starts_with('d')),
+        "{:?}",
+        names.files
+    );
+    assert_eq!(
+        s.readdir(5, h).await.unwrap_err().status_code,
+        StatusCode::Eof
+    );
+}
+
+#[tokio::test]
+async fn posix_rename_goes_through_the_policy() {
+    let (_p, mut s) = session().await;
+    let tr = format!("{CD}/Tax Returns");
+    let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
+    for (i, name) in ["a.filepart", "a"].iter().enumerate() {
+        let h = s
+            .open(
+                i as u32,
+                format!("{tr}/{name}"),
+                flags,
+                FileAttributes::empty(),
+            )
+            .await
+            .unwrap()
+            .handle;
+        s.write(10, h.clone(), 0, name.as_bytes().to_vec())
+            .await
+            .unwrap();
+        s.close(11, h).await.unwrap();
+    }
+    // WinSCP: upload to .filepart, then rename over the target (Full permission there).
+    let mut data = ssh_str(&format!("{tr}/a.filepart"));
+    data.extend(ssh_str(&format!("{tr}/a")));
+    s.extended(12, "posix-rename@openssh.com".into(), data)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.stat(13, format!("{tr}/a")).await.unwrap().attrs.size,
+        Some(10)
+    );
+    // Client Documents has no Delete: renaming out of it is refused.
+    let h = s
+        .open(14, format!("{CD}/b"), flags, FileAttributes::empty())
+        .await
+        .unwrap()
+        .handle;
+    s.close(15, h).await.unwrap();
+    let e = s
+        .rename(16, format!("{CD}/b"), format!("{CD}/c"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status_code, StatusCode::PermissionDenied);
+}
