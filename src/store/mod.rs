@@ -336,6 +336,16 @@ pub struct Store {
     db: Arc<redb::Database>,
     sealer: Arc<dyn Sealer>,
     jobs: std_mpsc::SyncSender<Job>,
+    stats: Arc<WriterStats>,
+}
+
+/// Counters of the writer thread.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Write transactions committed.
+    pub commits: std::sync::atomic::AtomicU64,
+    /// Jobs committed.
+    pub jobs: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -356,14 +366,17 @@ impl Store {
         let (tx, rx) = std_mpsc::sync_channel::<Job>(4096);
         let wdb = db.clone();
         let wsealer = sealer.clone();
+        let stats = Arc::new(WriterStats::default());
+        let wstats = stats.clone();
         std::thread::Builder::new()
             .name("sdx-store-writer".into())
-            .spawn(move || writer_loop(wdb, wsealer, state, rx, on_commit))
+            .spawn(move || writer_loop(wdb, wsealer, state, rx, on_commit, wstats))
             .map_err(Error::Io)?;
         Ok(Store {
             db,
             sealer,
             jobs: tx,
+            stats,
         })
     }
 
@@ -371,6 +384,16 @@ impl Store {
     /// store's index tables).
     pub fn database(&self) -> &Arc<redb::Database> {
         &self.db
+    }
+
+    /// How many transactions and jobs the writer has committed (group commit shows as fewer
+    /// transactions than jobs).
+    pub fn stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.stats.commits.load(Relaxed),
+            self.stats.jobs.load(Relaxed),
+        )
     }
 
     /// The record sealer.
@@ -463,7 +486,9 @@ fn writer_loop(
     mut state: WriterState,
     rx: std_mpsc::Receiver<Job>,
     on_commit: CommitHook,
+    stats: Arc<WriterStats>,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -483,6 +508,8 @@ fn writer_loop(
         let _g = span.enter();
         match run_batch(&db, sealer.as_ref(), &mut state, &mut runs) {
             Ok((results, events, changed)) => {
+                stats.commits.fetch_add(1, Relaxed);
+                stats.jobs.fetch_add(n as u64, Relaxed);
                 on_commit(events, changed);
                 for (reply, r) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(r));
@@ -504,6 +531,8 @@ fn writer_loop(
                     );
                     match r {
                         Ok((mut results, events, changed)) => {
+                            stats.commits.fetch_add(1, Relaxed);
+                            stats.jobs.fetch_add(1, Relaxed);
                             on_commit(events, changed);
                             if let Some(v) = results.pop() {
                                 let _ = reply.send(Ok(v));
