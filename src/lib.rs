@@ -9,7 +9,10 @@ pub mod blob;
 pub mod crypto;
 pub mod error;
 pub mod events;
+pub mod locks;
 pub mod model;
 pub mod store;
+pub mod tls;
+pub mod webdav;
 
 pub use error::{Error, Result};
