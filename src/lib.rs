@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod locks;
 pub mod model;
 pub mod names;
 pub mod path;
@@ -18,6 +19,7 @@ pub mod policy;
 pub mod portal;
 pub mod sftp;
 pub mod store;
+pub mod tls;
 pub mod tree;
 pub mod webdav;
 

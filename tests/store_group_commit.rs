@@ -24,7 +24,11 @@ async fn concurrent_operations_share_durable_commits() {
         t.await.unwrap().unwrap();
     }
     let (c1, j1) = portal.store().stats();
-    eprintln!("200 concurrent stats: {} jobs in {} commits", j1 - j0, c1 - c0);
+    eprintln!(
+        "200 concurrent stats: {} jobs in {} commits",
+        j1 - j0,
+        c1 - c0
+    );
     assert_eq!(j1 - j0, 200, "one audit job per operation");
     assert!(
         c1 - c0 < 200,

@@ -3,32 +3,37 @@
 use bytes::Bytes;
 use dav_server::DavHandler;
 use http_body_util::{BodyExt, Full};
-use sdx_portal::model::{Actor, Channel};
-use sdx_portal::tree::Tree;
+use sdx_portal::model::{Actor, Principal};
+use sdx_portal::webdav::DavCtx;
 use sdx_portal::webdav::fs::PortalDavFs;
 use sdx_portal::{Portal, demo};
 
 const M: &str = "/dav/2026-001%20Smith%20v%20Jones";
 
-async fn setup() -> (Portal, DavHandler<Tree>, Tree) {
+type Ctx = DavCtx<Principal>;
+
+async fn setup() -> (Portal, DavHandler<Ctx>, Ctx) {
     let portal = Portal::in_memory().await.unwrap();
     demo::provision(&portal).await.unwrap();
     let who = portal
         .authenticate_password(demo::DEMO_CLIENT_EMAIL, demo::DEMO_PASSWORD)
         .await
         .unwrap();
-    let tree = portal.tree(Actor::new(who, Channel::WebDav, None));
+    let ctx = DavCtx {
+        principal: who,
+        remote: "127.0.0.1:1".parse().unwrap(),
+    };
     let h = DavHandler::builder()
-        .filesystem(Box::new(PortalDavFs::new()))
+        .filesystem(Box::new(PortalDavFs::new(portal.clone())))
         .locksystem(dav_server::memls::MemLs::new())
         .strip_prefix("/dav")
         .build_handler();
-    (portal, h, tree)
+    (portal, h, ctx)
 }
 
 async fn req(
-    h: &DavHandler<Tree>,
-    tree: &Tree,
+    h: &DavHandler<Ctx>,
+    tree: &Ctx,
     method: &str,
     url: &str,
     body: &'static [u8],

@@ -1,15 +1,16 @@
 //! dav-server's filesystem over the principal's tree.
 //!
 //! A translator only: every call becomes one [`Tree`] operation, which checks the permission and
-//! writes the audit entry. The credentials value dav-server hands to each call *is* the
-//! authenticated principal's [`Tree`] (channel `webdav`, the client's address), built by the server
-//! after Basic authentication.
+//! writes the audit entry. dav-server hands each call the authenticated principal and the client's
+//! address ([`DavCtx`]); the adapter turns them into that principal's [`Tree`] (channel `webdav`).
 //!
 //! OS junk (`.DS_Store`, `._*`, `Thumbs.db`, `desktop.ini`, `~$*`…, see [`crate::names::is_os_junk`])
 //! never reaches the firm's folders: it is kept in a small per-login scratch area in memory (bounded,
 //! lost on restart), served back to the same login only, never listed, never audited as an upload.
 
-use crate::model::{Millis, Principal};
+use super::server::DavCtx;
+use crate::Portal;
+use crate::model::{Actor, Channel, Millis, Principal};
 use crate::tree::{Entry, ReadHandle, Tree, Upload, WriteOptions};
 use crate::{Error, names};
 use bytes::{Buf, Bytes};
@@ -134,15 +135,24 @@ impl DavDirEntry for DirEntry {
 type Scratch = Arc<Mutex<HashMap<Principal, HashMap<String, Bytes>>>>;
 
 /// The WebDAV filesystem: cheap to clone (dav-server clones it per request).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PortalDavFs {
+    portal: Portal,
     scratch: Scratch,
 }
 
 impl PortalDavFs {
-    /// A new filesystem adapter.
-    pub fn new() -> Self {
-        Self::default()
+    /// The filesystem over `portal`'s trees.
+    pub fn new(portal: Portal) -> Self {
+        PortalDavFs {
+            portal,
+            scratch: Scratch::default(),
+        }
+    }
+
+    fn tree(&self, ctx: &DavCtx<Principal>) -> Tree {
+        self.portal
+            .tree(Actor::new(ctx.principal, Channel::WebDav, Some(ctx.remote)))
     }
 
     fn scratch_get(&self, who: Principal, path: &str) -> Option<Bytes> {
@@ -176,14 +186,15 @@ fn is_junk_path(path: &str) -> bool {
         .is_some_and(names::is_os_junk)
 }
 
-impl GuardedFileSystem<Tree> for PortalDavFs {
+impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
     fn open<'a>(
         &'a self,
         path: &'a DavPath,
         options: OpenOptions,
-        tree: &'a Tree,
+        ctx: &'a DavCtx<Principal>,
     ) -> FsFuture<'a, Box<dyn DavFile>> {
         Box::pin(async move {
+            let tree = &self.tree(ctx);
             let p = path_str(path)?;
             if is_junk_path(&p) {
                 let who = tree.actor().principal;
@@ -235,9 +246,10 @@ impl GuardedFileSystem<Tree> for PortalDavFs {
         &'a self,
         path: &'a DavPath,
         _meta: ReadDirMeta,
-        tree: &'a Tree,
+        ctx: &'a DavCtx<Principal>,
     ) -> FsFuture<'a, FsStream<Box<dyn DavDirEntry>>> {
         Box::pin(async move {
+            let tree = &self.tree(ctx);
             let p = path_str(path)?;
             let entries = match tree.list(&p).await {
                 Ok(v) => v,
@@ -259,9 +271,10 @@ impl GuardedFileSystem<Tree> for PortalDavFs {
     fn metadata<'a>(
         &'a self,
         path: &'a DavPath,
-        tree: &'a Tree,
+        ctx: &'a DavCtx<Principal>,
     ) -> FsFuture<'a, Box<dyn DavMetaData>> {
         Box::pin(async move {
+            let tree = &self.tree(ctx);
             let p = path_str(path)?;
             if is_junk_path(&p) {
                 let data = self
@@ -276,22 +289,29 @@ impl GuardedFileSystem<Tree> for PortalDavFs {
         })
     }
 
-    fn create_dir<'a>(&'a self, path: &'a DavPath, tree: &'a Tree) -> FsFuture<'a, ()> {
+    fn create_dir<'a>(&'a self, path: &'a DavPath, ctx: &'a DavCtx<Principal>) -> FsFuture<'a, ()> {
         Box::pin(async move {
+            let tree = &self.tree(ctx);
             let p = path_str(path)?;
             tree.mkdir(&p).await.map(|_| ()).or_else(err)
         })
     }
 
-    fn remove_dir<'a>(&'a self, path: &'a DavPath, tree: &'a Tree) -> FsFuture<'a, ()> {
+    fn remove_dir<'a>(&'a self, path: &'a DavPath, ctx: &'a DavCtx<Principal>) -> FsFuture<'a, ()> {
         Box::pin(async move {
+            let tree = &self.tree(ctx);
             let p = path_str(path)?;
             tree.delete(&p).await.or_else(err)
         })
     }
 
-    fn remove_file<'a>(&'a self, path: &'a DavPath, tree: &'a Tree) -> FsFuture<'a, ()> {
+    fn remove_file<'a>(
+        &'a self,
+        path: &'a DavPath,
+        ctx: &'a DavCtx<Principal>,
+    ) -> FsFuture<'a, ()> {
         Box::pin(async move {
+            let tree = &self.tree(ctx);
             let p = path_str(path)?;
             if is_junk_path(&p) {
                 return if self.scratch_remove(tree.actor().principal, &p) {
@@ -308,9 +328,10 @@ impl GuardedFileSystem<Tree> for PortalDavFs {
         &'a self,
         from: &'a DavPath,
         to: &'a DavPath,
-        tree: &'a Tree,
+        ctx: &'a DavCtx<Principal>,
     ) -> FsFuture<'a, ()> {
         Box::pin(async move {
+            let tree = &self.tree(ctx);
             let (a, b) = (path_str(from)?, path_str(to)?);
             if is_junk_path(&a) || is_junk_path(&b) {
                 let who = tree.actor().principal;
@@ -335,8 +356,14 @@ impl GuardedFileSystem<Tree> for PortalDavFs {
         })
     }
 
-    fn copy<'a>(&'a self, from: &'a DavPath, to: &'a DavPath, tree: &'a Tree) -> FsFuture<'a, ()> {
+    fn copy<'a>(
+        &'a self,
+        from: &'a DavPath,
+        to: &'a DavPath,
+        ctx: &'a DavCtx<Principal>,
+    ) -> FsFuture<'a, ()> {
         Box::pin(async move {
+            let tree = &self.tree(ctx);
             let (a, b) = (path_str(from)?, path_str(to)?);
             tree.copy(&a, &b, true).await.or_else(err)
         })
@@ -346,9 +373,10 @@ impl GuardedFileSystem<Tree> for PortalDavFs {
         &'a self,
         path: &'a DavPath,
         tm: SystemTime,
-        tree: &'a Tree,
+        ctx: &'a DavCtx<Principal>,
     ) -> FsFuture<'a, ()> {
         Box::pin(async move {
+            let tree = &self.tree(ctx);
             let p = path_str(path)?;
             if is_junk_path(&p) {
                 return Ok(());
@@ -357,7 +385,7 @@ impl GuardedFileSystem<Tree> for PortalDavFs {
         })
     }
 
-    fn get_quota<'a>(&'a self, _tree: &'a Tree) -> FsFuture<'a, (u64, Option<u64>)> {
+    fn get_quota<'a>(&'a self, _ctx: &'a DavCtx<Principal>) -> FsFuture<'a, (u64, Option<u64>)> {
         Box::pin(async move { Ok((0, None)) })
     }
 }

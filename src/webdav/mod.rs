@@ -1,3 +1,19 @@
-//! The WebDAV front end.
+//! The WebDAV front end: the HTTP(S) listener ([`server`]), Basic authentication with a short
+//! success cache ([`auth`]) and dav-server's lock system over the portal's shared, persistent
+//! [`crate::locks::LockManager`] ([`lock_system`]).
+//!
+//! The filesystem adapter over the portal's tree ([`fs`]) plugs into
+//! [`server::WebDavServer::builder`] as a `GuardedFileSystem<DavCtx<Principal>>`: every call receives
+//! the authenticated principal and the client's address in [`server::DavCtx`].
 
+pub mod auth;
 pub mod fs;
+pub mod lock_system;
+pub mod server;
+
+pub use auth::{AuthCache, AuthError, Authenticator};
+pub use lock_system::PortalLockSystem;
+pub use server::{
+    DAV_PREFIX, DavCtx, DavService, Fallback, RunningServer, ServerError, ServerLimits,
+    WebDavServer, WebDavServerBuilder,
+};

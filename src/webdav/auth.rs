@@ -1,0 +1,327 @@
+//! HTTP Basic authentication for the WebDAV front end: the [`Authenticator`] seam and a short
+//! success cache.
+//!
+//! WebDAV clients send their credentials with every request and a password check (Argon2id) costs
+//! about 25 ms, so successful checks are cached for a short time ([`AuthCache`], 60 s by default).
+//! Failures are never cached: each one reaches the authenticator, which counts it toward lockout.
+//!
+//! The portal must drop cache entries when credentials or access change:
+//! [`AuthCache::invalidate_user`] for one login (password change, app password revoked, login
+//! disabled) and [`AuthCache::bump_generation`] to drop everything (e.g. a grant revoked, if the
+//! principal value carries access rights). A check that was already running when an invalidation
+//! happened does not insert its result.
+
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Why a login was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// Unknown user, wrong password, or a disabled login (the client is not told which).
+    #[error("authentication failed")]
+    InvalidCredentials,
+    /// Too many failures: retry after the given number of seconds.
+    #[error("too many failed attempts; try again in {retry_after_secs} s")]
+    LockedOut {
+        /// Seconds until another attempt is accepted.
+        retry_after_secs: u64,
+    },
+    /// The check itself could not run (storage error, shutting down).
+    #[error("authentication is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<crate::Error> for AuthError {
+    fn from(e: crate::Error) -> Self {
+        match e {
+            crate::Error::AuthenticationFailed => AuthError::InvalidCredentials,
+            crate::Error::LockedOut { retry_after_secs } => {
+                AuthError::LockedOut { retry_after_secs }
+            }
+            other => AuthError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Verifies Basic credentials and yields the principal `P`.
+///
+/// Verification (password hashing, lockout counting) is the implementor's business and should run
+/// off the async threads (`spawn_blocking`). The server calls this only on a cache miss.
+#[async_trait]
+pub trait Authenticator<P>: Send + Sync + 'static {
+    /// Checks `user`/`pass` presented by the client at `remote`.
+    async fn authenticate_basic(
+        &self,
+        user: &str,
+        pass: &str,
+        remote: SocketAddr,
+    ) -> Result<P, AuthError>;
+}
+
+struct Entry<P> {
+    /// Lower-cased user name, for [`AuthCache::invalidate_user`].
+    user_folded: String,
+    principal: P,
+    expires: Instant,
+    generation: u64,
+}
+
+/// A bounded, short-lived cache of successful logins, keyed by an HMAC of (user, password) under
+/// a per-process random key (the cache never holds a password or a reusable hash of one).
+pub struct AuthCache<P> {
+    key: ring::hmac::Key,
+    ttl: Duration,
+    capacity: usize,
+    map: Mutex<HashMap<[u8; 32], Entry<P>>>,
+    /// Entries from an older generation are dead.
+    generation: AtomicU64,
+    /// Bumped by every invalidation; a check that saw another value does not insert.
+    epoch: AtomicU64,
+}
+
+impl<P> std::fmt::Debug for AuthCache<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthCache")
+            .field("ttl", &self.ttl)
+            .field("capacity", &self.capacity)
+            .field("generation", &self.generation.load(Ordering::SeqCst))
+            .finish()
+    }
+}
+
+/// A ticket taken before a credential check; the result may be cached only if no invalidation
+/// happened meanwhile.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheTicket {
+    epoch: u64,
+    generation: u64,
+}
+
+impl<P: Clone> AuthCache<P> {
+    /// A cache holding at most `capacity` successes for `ttl` each. A zero `ttl` or `capacity`
+    /// disables caching.
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        let rng = ring::rand::SystemRandom::new();
+        // `generate` only fails if the OS random source fails; fall back to a fixed-length key
+        // from the time so the server still works (the cache key is not a secret defence).
+        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).unwrap_or_else(|_| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &t.to_le_bytes())
+        });
+        AuthCache {
+            key,
+            ttl,
+            capacity,
+            map: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+        }
+    }
+
+    fn cache_key(&self, user: &str, pass: &str) -> [u8; 32] {
+        let mut ctx = ring::hmac::Context::with_key(&self.key);
+        ctx.update(&(user.len() as u64).to_le_bytes());
+        ctx.update(user.as_bytes());
+        ctx.update(pass.as_bytes());
+        let tag = ctx.sign();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// The cached principal for these credentials, if a live entry exists.
+    pub fn get(&self, user: &str, pass: &str) -> Option<P> {
+        if self.ttl.is_zero() || self.capacity == 0 {
+            return None;
+        }
+        let k = self.cache_key(user, pass);
+        let now = Instant::now();
+        let generation = self.generation.load(Ordering::SeqCst);
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        match map.get(&k) {
+            Some(e) if e.expires > now && e.generation == generation => Some(e.principal.clone()),
+            Some(_) => {
+                map.remove(&k);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Take before checking credentials; pass to [`AuthCache::insert`].
+    pub fn ticket(&self) -> CacheTicket {
+        CacheTicket {
+            epoch: self.epoch.load(Ordering::SeqCst),
+            generation: self.generation.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Caches a success, unless an invalidation happened since `ticket` was taken.
+    pub fn insert(&self, ticket: CacheTicket, user: &str, pass: &str, principal: P) {
+        if self.ttl.is_zero() || self.capacity == 0 {
+            return;
+        }
+        let k = self.cache_key(user, pass);
+        let now = Instant::now();
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        // Checked under the map lock: invalidations take the same lock after bumping the epoch.
+        if self.epoch.load(Ordering::SeqCst) != ticket.epoch {
+            return;
+        }
+        if map.len() >= self.capacity && !map.contains_key(&k) {
+            map.retain(|_, e| e.expires > now && e.generation == ticket.generation);
+            if map.len() >= self.capacity {
+                // Still full: drop the entry closest to expiry.
+                if let Some(oldest) = map.iter().min_by_key(|(_, e)| e.expires).map(|(k, _)| *k) {
+                    map.remove(&oldest);
+                }
+            }
+        }
+        map.insert(
+            k,
+            Entry {
+                user_folded: user.to_lowercase(),
+                principal,
+                expires: now + self.ttl,
+                generation: ticket.generation,
+            },
+        );
+    }
+
+    /// Drops every entry of `user` (compared case-insensitively): call on any credential change
+    /// of that login (password, app password, disabled, deleted).
+    pub fn invalidate_user(&self, user: &str) {
+        let folded = user.to_lowercase();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|_, e| e.user_folded != folded);
+    }
+
+    /// Drops every entry: call when something changed that may affect any login.
+    pub fn bump_generation(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.clear();
+    }
+
+    /// The current generation.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Number of entries (live or not yet swept).
+    pub fn len(&self) -> usize {
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Longest `Authorization` header value accepted.
+const MAX_AUTH_HEADER: usize = 4096;
+
+/// Parses `Authorization: Basic …` into (user, password). `None` for anything malformed.
+pub(crate) fn parse_basic(value: &http::HeaderValue) -> Option<(String, String)> {
+    use base64::Engine;
+    let bytes = value.as_bytes();
+    if bytes.len() > MAX_AUTH_HEADER {
+        return None;
+    }
+    let s = std::str::from_utf8(bytes).ok()?.trim();
+    let (scheme, rest) = s.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, pass) = text.split_once(':')?;
+    if user.is_empty() {
+        return None;
+    }
+    Some((user.to_string(), pass.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_hits_expires_and_invalidates() {
+        let c: AuthCache<u32> = AuthCache::new(Duration::from_millis(200), 10);
+        assert_eq!(c.get("jane", "pw"), None);
+        let t = c.ticket();
+        c.insert(t, "jane", "pw", 7);
+        assert_eq!(c.get("jane", "pw"), Some(7));
+        assert_eq!(
+            c.get("jane", "other"),
+            None,
+            "a different password must miss"
+        );
+        c.invalidate_user("JANE");
+        assert_eq!(c.get("jane", "pw"), None);
+
+        // A check started before an invalidation does not insert.
+        let t = c.ticket();
+        c.invalidate_user("bob");
+        c.insert(t, "jane", "pw", 7);
+        assert_eq!(c.get("jane", "pw"), None);
+
+        let t = c.ticket();
+        c.insert(t, "jane", "pw", 7);
+        c.bump_generation();
+        assert_eq!(c.get("jane", "pw"), None);
+
+        let t = c.ticket();
+        c.insert(t, "jane", "pw", 7);
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(c.get("jane", "pw"), None, "expired");
+    }
+
+    #[test]
+    fn cache_is_bounded() {
+        let c: AuthCache<usize> = AuthCache::new(Duration::from_secs(60), 8);
+        for i in 0..100 {
+            let t = c.ticket();
+            c.insert(t, &format!("u{i}"), "pw", i);
+        }
+        assert!(c.len() <= 8, "{}", c.len());
+        assert_eq!(c.get("u99", "pw"), Some(99));
+    }
+
+    #[test]
+    fn basic_header_parsing() {
+        let h = |s: &str| http::HeaderValue::from_str(s).unwrap();
+        // "jane:pa:ss" -> the password may contain colons.
+        assert_eq!(
+            parse_basic(&h("Basic amFuZTpwYTpzcw==")),
+            Some(("jane".into(), "pa:ss".into()))
+        );
+        assert_eq!(
+            parse_basic(&h("basic   amFuZTpwYTpzcw==")),
+            Some(("jane".into(), "pa:ss".into()))
+        );
+        assert_eq!(parse_basic(&h("Bearer abc")), None);
+        assert_eq!(parse_basic(&h("Basic !!!")), None);
+        assert_eq!(parse_basic(&h("Basic bm9jb2xvbg==")), None); // "nocolon"
+        assert_eq!(parse_basic(&h("Basic OnB3")), None); // ":pw", empty user
+        let long = format!("Basic {}", "A".repeat(5000));
+        assert_eq!(parse_basic(&h(&long)), None);
+    }
+}

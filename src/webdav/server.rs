@@ -1,0 +1,695 @@
+//! The HTTP(S) listener of the WebDAV front end, and the request service a host can mount inside
+//! its own hyper/axum server.
+//!
+//! Request rules ([`DavService::handle`]):
+//! - `OPTIONS` on `*`, `/` or anything under `/dav` answers `DAV: 1,2` and
+//!   `MS-Author-Via: DAV` **without** authentication (Windows' WebDAV redirector gives up
+//!   otherwise). No filesystem work happens for it.
+//! - Any other request under `/dav` needs HTTP Basic credentials, checked before any filesystem
+//!   work: 401 with `WWW-Authenticate: Basic realm="sdx"` when missing or wrong, 429 with
+//!   `Retry-After` when locked out, 503 if the check can't run. Successes are cached briefly
+//!   ([`AuthCache`]).
+//! - Authenticated requests go to dav-server with the principal's lock system
+//!   ([`PortalLockSystem::for_principal`]) and a [`DavCtx`] (principal + client address) that
+//!   reaches every filesystem call, for the policy check and the audit entry.
+//! - Other paths go to the fallback service if one is set (the invitation pages), else 404.
+//!
+//! The listener ([`WebDavServer`]): HTTPS with rustls (h2 and HTTP/1.1 by ALPN), or plain HTTP on
+//! a loopback address only. HTTP/1 has a header-read timeout (hyper's timer is installed, without
+//! which the timeout is silently off) and bounded header sizes; TLS handshakes have a deadline;
+//! concurrent connections are capped. Shutdown is graceful: stop accepting, let in-flight requests
+//! finish, then abort whatever is left after [`ServerLimits::shutdown_grace`].
+
+use super::auth::{AuthCache, AuthError, Authenticator, parse_basic};
+use super::lock_system::PortalLockSystem;
+use crate::locks::LockManager;
+use bytes::{Buf, Bytes};
+use dav_server::body::Body;
+use dav_server::fs::GuardedFileSystem;
+use dav_server::{DavConfig, DavHandler, DavMethod, DavMethodSet};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ServerConfig;
+use std::convert::Infallible;
+use std::fmt::Display;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// The URL prefix the WebDAV tree is served under.
+pub const DAV_PREFIX: &str = "/dav";
+
+/// The Basic realm.
+pub const REALM: &str = "sdx";
+
+/// The per-request value dav-server hands to every filesystem call.
+#[derive(Clone, Debug)]
+pub struct DavCtx<P> {
+    /// Who is asking (as returned by the [`Authenticator`]).
+    pub principal: P,
+    /// The client's address (for audit entries).
+    pub remote: SocketAddr,
+}
+
+/// Error type of request bodies passed to the fallback.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type the fallback receives.
+pub type FallbackBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// A boxed response future.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// The service for paths outside `/dav` (e.g. the invitation pages).
+pub type Fallback = Arc<dyn Fn(Request<FallbackBody>, SocketAddr) -> ResponseFuture + Send + Sync>;
+
+/// What the listener can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Plain HTTP was asked for on an address other people can reach.
+    #[error(
+        "refusing plain HTTP on {0}: without TLS the server may only listen on a loopback address (127.0.0.1 or ::1); configure a certificate and key"
+    )]
+    PlainHttpNotLoopback(SocketAddr),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another I/O error.
+    #[error("WebDAV listener I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<ServerError> for crate::Error {
+    fn from(e: ServerError) -> Self {
+        match e {
+            ServerError::Io(io) => crate::Error::Io(io),
+            other => crate::Error::Invalid(other.to_string()),
+        }
+    }
+}
+
+/// Resource bounds of the listener.
+#[derive(Clone, Debug)]
+pub struct ServerLimits {
+    /// Time a client has to send a request's headers (HTTP/1).
+    pub header_read_timeout: Duration,
+    /// Time a client has to finish the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Largest HTTP/1 read buffer, which bounds the request line plus headers (at least 8 KiB).
+    pub max_header_bytes: usize,
+    /// Most request headers (HTTP/1).
+    pub max_headers: usize,
+    /// Most concurrent connections; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub max_h2_streams: u32,
+    /// How long in-flight requests may run after shutdown was asked for.
+    pub shutdown_grace: Duration,
+    /// How long a successful login is cached.
+    pub auth_cache_ttl: Duration,
+    /// Most cached logins.
+    pub auth_cache_capacity: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_read_timeout: Duration::from_secs(30),
+            tls_handshake_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_connections: 1024,
+            max_h2_streams: 64,
+            shutdown_grace: Duration::from_secs(10),
+            auth_cache_ttl: Duration::from_secs(60),
+            auth_cache_capacity: 4096,
+        }
+    }
+}
+
+struct ServiceInner<P: Clone + Send + Sync + 'static> {
+    config: DavConfig<DavCtx<P>>,
+    locks: Option<LockManager>,
+    auth: Arc<dyn Authenticator<P>>,
+    cache: Arc<AuthCache<P>>,
+    fallback: Option<Fallback>,
+    requests: AtomicU64,
+}
+
+/// The request handler: authentication, the OPTIONS rule, dav-server and the fallback. Cheap to
+/// clone; usable from any hyper-based server:
+///
+/// ```ignore
+/// let svc = server.service();
+/// let hyper_svc = hyper::service::service_fn(move |req| {
+///     let svc = svc.clone();
+///     async move { Ok::<_, std::convert::Infallible>(svc.handle(req, remote).await) }
+/// });
+/// ```
+pub struct DavService<P: Clone + Send + Sync + 'static> {
+    inner: Arc<ServiceInner<P>>,
+}
+
+impl<P: Clone + Send + Sync + 'static> Clone for DavService<P> {
+    fn clone(&self) -> Self {
+        DavService {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+fn is_dav_path(path: &str) -> bool {
+    path == DAV_PREFIX
+        || path
+            .strip_prefix(DAV_PREFIX)
+            .is_some_and(|r| r.starts_with('/'))
+}
+
+fn text_response(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
+    let mut r = Response::new(Body::from(msg.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn unauthorized(msg: &str) -> Response<Body> {
+    let mut r = text_response(StatusCode::UNAUTHORIZED, msg);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"sdx\", charset=\"UTF-8\""),
+    );
+    r
+}
+
+const ALLOW: &str =
+    "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, PROPPATCH, MKCOL, COPY, MOVE, LOCK, UNLOCK";
+const ALLOW_NO_LOCKS: &str =
+    "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, PROPPATCH, MKCOL, COPY, MOVE";
+
+impl<P> DavService<P>
+where
+    P: Clone + Send + Sync + Display + 'static,
+{
+    /// The login cache: call [`AuthCache::invalidate_user`] / [`AuthCache::bump_generation`] on
+    /// credential or access changes.
+    pub fn auth_cache(&self) -> &Arc<AuthCache<P>> {
+        &self.inner.cache
+    }
+
+    fn options_response(&self) -> Response<Body> {
+        let mut r = Response::new(Body::empty());
+        let h = r.headers_mut();
+        let (dav, allow) = if self.inner.locks.is_some() {
+            ("1,2", ALLOW)
+        } else {
+            ("1", ALLOW_NO_LOCKS)
+        };
+        h.insert("DAV", HeaderValue::from_static(dav));
+        h.insert("MS-Author-Via", HeaderValue::from_static("DAV"));
+        h.insert(header::ALLOW, HeaderValue::from_static(allow));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        r
+    }
+
+    /// Authenticates the request: cache first, then the authenticator.
+    async fn authenticate<B>(
+        &self,
+        req: &Request<B>,
+        remote: SocketAddr,
+    ) -> Result<P, Response<Body>> {
+        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+            return Err(unauthorized("Please sign in with your portal login.\n"));
+        };
+        let Some((user, pass)) = parse_basic(value) else {
+            return Err(unauthorized(
+                "The Authorization header is not valid HTTP Basic authentication.\n",
+            ));
+        };
+        let cache = &self.inner.cache;
+        if let Some(p) = cache.get(&user, &pass) {
+            return Ok(p);
+        }
+        let ticket = cache.ticket();
+        match self
+            .inner
+            .auth
+            .authenticate_basic(&user, &pass, remote)
+            .await
+        {
+            Ok(p) => {
+                cache.insert(ticket, &user, &pass, p.clone());
+                Ok(p)
+            }
+            Err(AuthError::InvalidCredentials) => {
+                tracing::info!("WebDAV login failed");
+                Err(unauthorized("Wrong user name or password.\n"))
+            }
+            Err(AuthError::LockedOut { retry_after_secs }) => {
+                let mut r = text_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "Too many failed sign-in attempts. Try again in {retry_after_secs} seconds.\n"
+                    ),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                Err(r)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "WebDAV authentication unavailable");
+                Err(text_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Sign-in is temporarily unavailable. Please try again later.\n",
+                ))
+            }
+        }
+    }
+
+    /// Handles one request from `remote`. Never fails: errors become responses.
+    pub async fn handle<B>(&self, req: Request<B>, remote: SocketAddr) -> Response<Body>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Buf + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let n = self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("dav_request", id = n, method = %req.method());
+        let started = Instant::now();
+        let resp = self
+            .handle_inner(req, remote)
+            .instrument(span.clone())
+            .await;
+        let status = resp.status();
+        span.in_scope(|| {
+            let ms = started.elapsed().as_millis() as u64;
+            if status.is_server_error() {
+                tracing::warn!(status = status.as_u16(), ms, "request failed");
+            } else {
+                tracing::debug!(status = status.as_u16(), ms, "request done");
+            }
+        });
+        resp
+    }
+
+    async fn handle_inner<B>(&self, req: Request<B>, remote: SocketAddr) -> Response<Body>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Buf + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let path = req.uri().path();
+        let dav = is_dav_path(path);
+        if req.method() == Method::OPTIONS && (dav || path == "/" || path == "*") {
+            return self.options_response();
+        }
+        if !dav {
+            return match &self.inner.fallback {
+                Some(f) => {
+                    let (parts, body) = req.into_parts();
+                    let body = body
+                        .map_frame(|f| f.map_data(|mut d| d.copy_to_bytes(d.remaining())))
+                        .map_err(|e| Box::new(e) as BoxError)
+                        .boxed_unsync();
+                    f(Request::from_parts(parts, body), remote).await
+                }
+                None => text_response(StatusCode::NOT_FOUND, "Not found.\n"),
+            };
+        }
+        let principal = match self.authenticate(&req, remote).await {
+            Ok(p) => p,
+            Err(resp) => return resp,
+        };
+        let who = principal.to_string();
+        let mut config = self.inner.config.clone();
+        if let Some(mgr) = &self.inner.locks {
+            config = config.locksystem(Box::new(PortalLockSystem::for_principal(
+                mgr.clone(),
+                who.clone(),
+            )));
+        }
+        let handler: DavHandler<DavCtx<P>> = config.build_handler();
+        handler
+            .handle_guarded(req, who, DavCtx { principal, remote })
+            .await
+    }
+}
+
+/// Builds a [`WebDavServer`].
+pub struct WebDavServerBuilder<P: Clone + Send + Sync + 'static> {
+    addr: SocketAddr,
+    tls: Option<Arc<ServerConfig>>,
+    fs: Box<dyn GuardedFileSystem<DavCtx<P>>>,
+    auth: Arc<dyn Authenticator<P>>,
+    locks: Option<LockManager>,
+    fallback: Option<Fallback>,
+    limits: ServerLimits,
+    methods: DavMethodSet,
+}
+
+impl<P> WebDavServerBuilder<P>
+where
+    P: Clone + Send + Sync + Display + 'static,
+{
+    /// TLS configuration (see [`crate::tls::load_server_config`]); `None` = plain HTTP, allowed
+    /// only on a loopback address.
+    pub fn tls(mut self, tls: Option<Arc<ServerConfig>>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The shared lock manager. Without one, LOCK/UNLOCK answer 405 and `DAV: 1` is advertised
+    /// (Windows and macOS then mount read-only).
+    pub fn locks(mut self, locks: LockManager) -> Self {
+        self.locks = Some(locks);
+        self
+    }
+
+    /// The service for paths outside `/dav`.
+    pub fn fallback(mut self, f: Fallback) -> Self {
+        self.fallback = Some(f);
+        self
+    }
+
+    /// Resource bounds.
+    pub fn limits(mut self, limits: ServerLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The WebDAV methods served (default: all but `PATCH`, since documents are replaced whole,
+    /// never written in place).
+    pub fn methods(mut self, methods: DavMethodSet) -> Self {
+        self.methods = methods;
+        self
+    }
+
+    /// The request service alone, for mounting in a host's own server (no listener).
+    pub fn build_service(self) -> DavService<P> {
+        let config = DavHandler::<DavCtx<P>>::builder()
+            .filesystem(self.fs)
+            .strip_prefix(DAV_PREFIX)
+            .read_buf_size(65536)
+            .methods(self.methods)
+            .hide_symlinks(true)
+            .autoindex(false);
+        DavService {
+            inner: Arc::new(ServiceInner {
+                config,
+                locks: self.locks,
+                auth: self.auth,
+                cache: Arc::new(AuthCache::new(
+                    self.limits.auth_cache_ttl,
+                    self.limits.auth_cache_capacity,
+                )),
+                fallback: self.fallback,
+                requests: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Binds the listener. Refuses plain HTTP on a non-loopback address.
+    pub async fn bind(self) -> Result<WebDavServer<P>, ServerError> {
+        let addr = self.addr;
+        if self.tls.is_none() && !addr.ip().is_loopback() {
+            return Err(ServerError::PlainHttpNotLoopback(addr));
+        }
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let local_addr = listener.local_addr()?;
+        let tls = self.tls.clone();
+        let limits = self.limits.clone();
+        let service = self.build_service();
+        tracing::info!(addr = %local_addr, tls = tls.is_some(), "WebDAV listener bound");
+        Ok(WebDavServer {
+            listener,
+            local_addr,
+            tls,
+            limits,
+            service,
+        })
+    }
+}
+
+/// A bound WebDAV listener, ready to [`serve`](WebDavServer::serve).
+pub struct WebDavServer<P: Clone + Send + Sync + 'static> {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    tls: Option<Arc<ServerConfig>>,
+    limits: ServerLimits,
+    service: DavService<P>,
+}
+
+/// A server running on its own task.
+pub struct RunningServer {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+    local_addr: SocketAddr,
+}
+
+impl RunningServer {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the grace period), and waits.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.shutdown.cancel();
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(ServerError::Io(std::io::Error::other(e.to_string()))),
+        }
+    }
+}
+
+impl<P> WebDavServer<P>
+where
+    P: Clone + Send + Sync + Display + 'static,
+{
+    /// Starts building a server on `addr` over `fs`, authenticating with `auth`.
+    pub fn builder(
+        addr: SocketAddr,
+        fs: Box<dyn GuardedFileSystem<DavCtx<P>>>,
+        auth: Arc<dyn Authenticator<P>>,
+    ) -> WebDavServerBuilder<P> {
+        let mut methods = DavMethodSet::all();
+        methods.remove(DavMethod::Patch);
+        WebDavServerBuilder {
+            addr,
+            tls: None,
+            fs,
+            auth,
+            locks: None,
+            fallback: None,
+            limits: ServerLimits::default(),
+            methods,
+        }
+    }
+
+    /// The bound address (with the actual port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The request service (for mounting the same handler elsewhere, or reaching the auth cache).
+    pub fn service(&self) -> DavService<P> {
+        self.service.clone()
+    }
+
+    /// Runs the server on a new task; stop it with [`RunningServer::shutdown`].
+    pub fn spawn(self) -> RunningServer {
+        let shutdown = CancellationToken::new();
+        let local_addr = self.local_addr;
+        let task = tokio::spawn(self.serve(shutdown.clone()));
+        RunningServer {
+            shutdown,
+            task,
+            local_addr,
+        }
+    }
+
+    /// Accepts connections until `shutdown` is cancelled, then shuts down gracefully.
+    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        let WebDavServer {
+            listener,
+            local_addr,
+            tls,
+            limits,
+            service,
+        } = self;
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let limits = Arc::new(limits);
+        let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        let mut conns = JoinSet::new();
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (stream, remote) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            // Reap finished connections so the set does not grow.
+            while conns.try_join_next().is_some() {}
+            let _ = stream.set_nodelay(true);
+            let span = tracing::info_span!("dav_conn", %remote);
+            let conn = serve_connection(
+                stream,
+                remote,
+                acceptor.clone(),
+                service.clone(),
+                limits.clone(),
+                shutdown.clone(),
+            );
+            conns.spawn(
+                async move {
+                    conn.await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+        drop(listener);
+        tracing::info!(addr = %local_addr, open = conns.len(), "WebDAV listener stopping");
+        let drain = async { while conns.join_next().await.is_some() {} };
+        if tokio::time::timeout(limits.shutdown_grace, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = conns.len(),
+                "shutdown grace period over: aborting connections"
+            );
+            conns.shutdown().await;
+        }
+        Ok(())
+    }
+}
+
+fn http_builder(limits: &ServerLimits) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+        .max_concurrent_streams(limits.max_h2_streams)
+        .keep_alive_interval(Some(Duration::from_secs(60)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+async fn serve_connection<P>(
+    stream: TcpStream,
+    remote: SocketAddr,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    service: DavService<P>,
+    limits: Arc<ServerLimits>,
+    shutdown: CancellationToken,
+) where
+    P: Clone + Send + Sync + Display + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let service = service.clone();
+        async move { Ok::<_, Infallible>(service.handle(req, remote).await) }
+    });
+    let builder = http_builder(&limits);
+    match acceptor {
+        Some(acceptor) => {
+            let tls =
+                match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out");
+                        return;
+                    }
+                };
+            drive(
+                builder.serve_connection(TokioIo::new(tls), svc),
+                &shutdown,
+                &limits,
+            )
+            .await;
+        }
+        None => {
+            drive(
+                builder.serve_connection(TokioIo::new(stream), svc),
+                &shutdown,
+                &limits,
+            )
+            .await;
+        }
+    }
+}
+
+/// Runs one connection; on shutdown asks it to finish gracefully (in-flight requests complete,
+/// keep-alive ends) and gives up after the grace period.
+async fn drive<I, S, B>(
+    conn: hyper_util::server::conn::auto::Connection<'_, I, S, TokioExecutor>,
+    shutdown: &CancellationToken,
+    limits: &ServerLimits,
+) where
+    S: hyper::service::Service<Request<hyper::body::Incoming>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut conn = std::pin::pin!(conn);
+    let res = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(limits.shutdown_grace, conn.as_mut()).await {
+                Ok(r) => r,
+                Err(_) => return,
+            }
+        }
+    };
+    if let Err(e) = res {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
