@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod fs;
 pub mod lock_system;
+pub mod mount;
 pub mod server;
 
 pub use auth::{AuthCache, AuthError, Authenticator};
