@@ -1,7 +1,8 @@
 //! `sdx`: the sdx-portal server and admin command.
 use clap::{Parser, Subcommand};
 use sdx_portal::{Portal, PortalBuilder, demo, model::Actor};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -13,7 +14,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the portal. With --demo, create (or reuse) a demo portal first.
+    /// Run the portal's WebDAV front end. With --demo, create (or reuse) a demo portal first.
     Serve {
         /// Create or reuse the demo portal in the data dir (default ./sdx-demo).
         #[arg(long)]
@@ -21,6 +22,18 @@ enum Cmd {
         /// Data directory.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// WebDAV listen address.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        webdav: SocketAddr,
+        /// TLS certificate (PEM). Without --tls-cert/--tls-key a self-signed one is made in the data dir.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Serve plain HTTP (refused unless the address is loopback).
+        #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+        insecure_http: bool,
     },
     /// Check the audit trail's hash chain; exits non-zero if it is broken.
     AuditVerify {
@@ -30,40 +43,107 @@ enum Cmd {
     },
 }
 
+fn err<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    demo_mode: bool,
+    data: Option<PathBuf>,
+    webdav: SocketAddr,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    insecure_http: bool,
+) -> Result<(), String> {
+    let dir = match (data, demo_mode) {
+        (Some(d), _) => d,
+        (None, true) => PathBuf::from("sdx-demo"),
+        (None, false) => {
+            return Err("give --data DIR (or --demo for a demo portal in ./sdx-demo)".into());
+        }
+    };
+    let portal = PortalBuilder::new(&dir).open().await.map_err(err)?;
+    if demo_mode {
+        demo::provision(&portal).await.map_err(err)?;
+        print_demo(&portal, &dir).await?;
+    }
+    let tls = if insecure_http {
+        None
+    } else {
+        let (cert, key) = match (tls_cert, tls_key) {
+            (Some(c), Some(k)) => (c, k),
+            _ => sdx_portal::tls::generate_self_signed(
+                &dir,
+                &["localhost".to_string(), "127.0.0.1".to_string()],
+            )
+            .map_err(err)?,
+        };
+        Some(sdx_portal::tls::load_server_config(&cert, &key).map_err(err)?)
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let server = sdx_portal::webdav::mount::builder(&portal, webdav)
+        .await
+        .map_err(err)?
+        .tls(tls)
+        .bind()
+        .await
+        .map_err(err)?
+        .spawn();
+    let url = format!("{scheme}://{}/dav/", server.local_addr());
+    println!("WebDAV: {url}");
+    println!(
+        "  try:   curl -k -u '{}:{}' -X PROPFIND -H 'Depth: 1' {url}",
+        demo::DEMO_CLIENT_EMAIL,
+        demo::DEMO_PASSWORD
+    );
+    println!(
+        "  mount: rclone lsd :webdav: --webdav-url {url} --webdav-user {} --webdav-pass $(rclone obscure '{}') --no-check-certificate",
+        demo::DEMO_CLIENT_EMAIL,
+        demo::DEMO_PASSWORD
+    );
+    println!("Press Ctrl-C to stop.");
+    wait_for_signal().await;
+    eprintln!("stopping: finishing requests in flight");
+    server.shutdown().await.map_err(err)?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
-        Cmd::Serve { demo, data } => {
-            let dir = match (data, demo) {
-                (Some(d), _) => d,
-                (None, true) => PathBuf::from("sdx-demo"),
-                (None, false) => {
-                    return Err(
-                        "give --data DIR (or --demo for a demo portal in ./sdx-demo)".into(),
-                    );
-                }
-            };
-            let portal = PortalBuilder::new(&dir)
-                .open()
-                .await
-                .map_err(|e| e.to_string())?;
-            if demo {
-                let d = demo::provision(&portal).await.map_err(|e| e.to_string())?;
-                print_demo(&portal, &dir, &d).await?;
-            }
-            eprintln!(
-                "\nThe WebDAV and SFTP front ends are not part of this build yet; nothing is listening."
-            );
-            Ok(())
-        }
+        Cmd::Serve {
+            demo,
+            data,
+            webdav,
+            tls_cert,
+            tls_key,
+            insecure_http,
+        } => serve(demo, data, webdav, tls_cert, tls_key, insecure_http).await,
         Cmd::AuditVerify { data } => {
-            let portal = PortalBuilder::new(&data)
-                .open()
-                .await
-                .map_err(|e| e.to_string())?;
-            let r = portal
-                .audit_verify(&Actor::system())
-                .await
-                .map_err(|e| e.to_string())?;
+            let portal = PortalBuilder::new(&data).open().await.map_err(err)?;
+            let r = portal.audit_verify(&Actor::system()).await.map_err(err)?;
             match r.problem {
                 None => {
                     println!("audit trail intact: {} entries", r.entries);
@@ -78,7 +158,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-async fn print_demo(portal: &Portal, dir: &std::path::Path, _d: &demo::Demo) -> Result<(), String> {
+async fn print_demo(portal: &Portal, dir: &Path) -> Result<(), String> {
     println!("Demo portal in {}", dir.display());
     println!(
         "  staff login:  {} / {}",
@@ -93,21 +173,17 @@ async fn print_demo(portal: &Portal, dir: &std::path::Path, _d: &demo::Demo) -> 
     let who = portal
         .authenticate_password(demo::DEMO_CLIENT_EMAIL, demo::DEMO_PASSWORD)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(err)?;
     let tree = portal.tree(Actor::api(who));
     println!("What the client sees:");
-    for m in tree.list("/").await.map_err(|e| e.to_string())? {
+    for m in tree.list("/").await.map_err(err)? {
         println!("  /{}", m.name);
-        for f in tree
-            .list(&format!("/{}", m.name))
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        for f in tree.list(&format!("/{}", m.name)).await.map_err(err)? {
             println!("    /{}/{}  [{}]", m.name, f.name, f.perms);
             for s in tree
                 .list(&format!("/{}/{}", m.name, f.name))
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(err)?
             {
                 println!("      /{}/{}/{}  [{}]", m.name, f.name, s.name, s.perms);
             }
@@ -118,6 +194,13 @@ async fn print_demo(portal: &Portal, dir: &std::path::Path, _d: &demo::Demo) -> 
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SDX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -1,0 +1,58 @@
+//! Runs the built `sdx` binary as a user would: `serve --demo` comes up over HTTPS, the demo client
+//! lists its matter with curl, and SIGTERM stops the server cleanly.
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+#[test]
+fn serve_demo_comes_up_and_the_client_lists_its_matter() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sdx"))
+        .args(["serve", "--demo", "--webdav", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut url = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(u) = line.strip_prefix("WebDAV: ") {
+            url = Some(u.to_string());
+            break;
+        }
+    }
+    let url = url.expect("the server printed no WebDAV URL");
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-k",
+            "-u",
+            "alice@client.test:demo portal password",
+            "-X",
+            "PROPFIND",
+            "-H",
+            "Depth: 1",
+            &url,
+        ])
+        .output()
+        .expect("curl is required for this test");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("2026-001"), "{body}");
+    // The key material stays private.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "key.pem is readable by others: {mode:o}");
+    }
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "sdx exited with {status}");
+}
