@@ -10,6 +10,8 @@ pub mod crypto;
 pub mod error;
 pub mod events;
 pub mod model;
+pub mod names;
+pub mod path;
 pub mod store;
 
 pub use error::{Error, Result};
