@@ -16,14 +16,24 @@ fn serve_demo_comes_up_and_the_client_lists_its_matter() {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut url = None;
-    for line in BufReader::new(stdout).lines() {
+    let mut seen = Vec::new();
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
         let line = line.unwrap();
+        seen.push(line.clone());
         if let Some(u) = line.strip_prefix("WebDAV: ") {
             url = Some(u.to_string());
             break;
         }
     }
-    let url = url.expect("the server printed no WebDAV URL");
+    // Keep draining what the server prints.
+    std::thread::spawn(move || for _ in lines {});
+    let url = url.unwrap_or_else(|| {
+        panic!(
+            "the server printed no WebDAV URL; it printed: {seen:?}; exit: {:?}",
+            child.try_wait()
+        )
+    });
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     let out = Command::new("curl")
         .args([

@@ -43,6 +43,15 @@ enum Cmd {
     },
 }
 
+/// Prints a line to stdout, ignoring a closed pipe (output is informational; a reader going away
+/// must not take the server down).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 fn err<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
 }
@@ -56,6 +65,8 @@ async fn serve(
     tls_key: Option<PathBuf>,
     insecure_http: bool,
 ) -> Result<(), String> {
+    // Install the signal handlers first, so a SIGTERM during start-up is a clean stop too.
+    let stop = Stopper::install()?;
     let dir = match (data, demo_mode) {
         (Some(d), _) => d,
         (None, true) => PathBuf::from("sdx-demo"),
@@ -91,42 +102,50 @@ async fn serve(
         .map_err(err)?
         .spawn();
     let url = format!("{scheme}://{}/dav/", server.local_addr());
-    println!("WebDAV: {url}");
-    println!(
+    say!("WebDAV: {url}");
+    say!(
         "  try:   curl -k -u '{}:{}' -X PROPFIND -H 'Depth: 1' {url}",
         demo::DEMO_CLIENT_EMAIL,
         demo::DEMO_PASSWORD
     );
-    println!(
+    say!(
         "  mount: rclone lsd :webdav: --webdav-url {url} --webdav-user {} --webdav-pass $(rclone obscure '{}') --no-check-certificate",
         demo::DEMO_CLIENT_EMAIL,
         demo::DEMO_PASSWORD
     );
-    println!("Press Ctrl-C to stop.");
-    wait_for_signal().await;
+    say!("Press Ctrl-C to stop.");
+    stop.wait().await;
     eprintln!("stopping: finishing requests in flight");
     server.shutdown().await.map_err(err)?;
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// SIGINT/SIGTERM, installed before anything else starts.
+struct Stopper {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    term: tokio::signal::unix::Signal,
+}
+
+impl Stopper {
+    fn install() -> Result<Self, String> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let term = signal(SignalKind::terminate())
+                .map_err(|e| format!("can't install the SIGTERM handler: {e}"))?;
+            Ok(Stopper { term })
         }
+        #[cfg(not(unix))]
+        Ok(Stopper {})
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
     }
 }
@@ -146,7 +165,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             let r = portal.audit_verify(&Actor::system()).await.map_err(err)?;
             match r.problem {
                 None => {
-                    println!("audit trail intact: {} entries", r.entries);
+                    say!("audit trail intact: {} entries", r.entries);
                     Ok(())
                 }
                 Some(p) => Err(format!(
@@ -159,13 +178,13 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 async fn print_demo(portal: &Portal, dir: &Path) -> Result<(), String> {
-    println!("Demo portal in {}", dir.display());
-    println!(
+    say!("Demo portal in {}", dir.display());
+    say!(
         "  staff login:  {} / {}",
         demo::DEMO_STAFF_EMAIL,
         demo::DEMO_PASSWORD
     );
-    println!(
+    say!(
         "  client login: {} / {}",
         demo::DEMO_CLIENT_EMAIL,
         demo::DEMO_PASSWORD
@@ -175,17 +194,17 @@ async fn print_demo(portal: &Portal, dir: &Path) -> Result<(), String> {
         .await
         .map_err(err)?;
     let tree = portal.tree(Actor::api(who));
-    println!("What the client sees:");
+    say!("What the client sees:");
     for m in tree.list("/").await.map_err(err)? {
-        println!("  /{}", m.name);
+        say!("  /{}", m.name);
         for f in tree.list(&format!("/{}", m.name)).await.map_err(err)? {
-            println!("    /{}/{}  [{}]", m.name, f.name, f.perms);
+            say!("    /{}/{}  [{}]", m.name, f.name, f.perms);
             for s in tree
                 .list(&format!("/{}/{}", m.name, f.name))
                 .await
                 .map_err(err)?
             {
-                println!("      /{}/{}/{}  [{}]", m.name, f.name, s.name, s.perms);
+                say!("      /{}/{}/{}  [{}]", m.name, f.name, s.name, s.perms);
             }
         }
     }
