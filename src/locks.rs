@@ -247,7 +247,7 @@ impl Entry {
         self.info.scope == LockScope::Shared
     }
     fn held_by(&self, principal: &str, tokens: &[String]) -> bool {
-        self.info.principal == principal && tokens.iter().any(|t| *t == self.info.token)
+        self.info.principal == principal && tokens.contains(&self.info.token)
     }
     fn stored(&self) -> StoredLock {
         StoredLock {
