@@ -688,18 +688,18 @@ async fn serve_connection<P>(
         );
         return;
     };
-    let tls = match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream)).await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!("TLS handshake timed out");
-            return;
-        }
-    };
+    let tls =
+        match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                return;
+            }
+        };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     if h2 {
         drive!(
