@@ -14,9 +14,12 @@
 //!   reaches every filesystem call, for the policy check and the audit entry.
 //! - Other paths go to the fallback service if one is set (the invitation pages), else 404.
 //!
-//! The listener ([`WebDavServer`]): HTTPS with rustls (h2 and HTTP/1.1 by ALPN), or plain HTTP on
-//! a loopback address only. HTTP/1 has a header-read timeout (hyper's timer is installed, without
-//! which the timeout is silently off) and bounded header sizes; TLS handshakes have a deadline;
+//! The listener ([`WebDavServer`]): HTTPS with rustls, HTTP/2 or HTTP/1.1 as chosen by ALPN (hyper's
+//! own http1/http2 builders rather than hyper-util's auto builder, which can't cap the HTTP/1 header
+//! size except through the read-buffer size, and that also throttles uploads), or plain HTTP/1.1
+//! on a loopback address only. HTTP/1 has a header-read timeout (hyper's timer is installed,
+//! without which the timeout is silently off; it also closes idle keep-alive connections) and
+//! bounded header size and count; HTTP/2 a bounded header list; TLS handshakes have a deadline;
 //! concurrent connections are capped. Shutdown is graceful: stop accepting, let in-flight requests
 //! finish, then abort whatever is left after [`ServerLimits::shutdown_grace`].
 
@@ -110,7 +113,7 @@ pub struct ServerLimits {
     pub header_read_timeout: Duration,
     /// Time a client has to finish the TLS handshake.
     pub tls_handshake_timeout: Duration,
-    /// Largest HTTP/1 read buffer, which bounds the request line plus headers (at least 8 KiB).
+    /// Largest request head (HTTP/1: request line plus headers; HTTP/2: header list), in bytes.
     pub max_header_bytes: usize,
     /// Most request headers (HTTP/1).
     pub max_headers: usize,
@@ -155,11 +158,14 @@ struct ServiceInner<P: Clone + Send + Sync + 'static> {
 /// clone; usable from any hyper-based server:
 ///
 /// ```ignore
-/// let svc = server.service();
+/// let svc = server.service();          // or WebDavServer::builder(..).build_service()
+/// // per accepted connection from `remote`:
 /// let hyper_svc = hyper::service::service_fn(move |req| {
 ///     let svc = svc.clone();
 ///     async move { Ok::<_, std::convert::Infallible>(svc.handle(req, remote).await) }
 /// });
+/// // or simply `svc.hyper_service(remote)`; in axum, call `svc.handle(req, remote)` from a
+/// // handler that has the `ConnectInfo<SocketAddr>`.
 /// ```
 pub struct DavService<P: Clone + Send + Sync + 'static> {
     inner: Arc<ServiceInner<P>>,
@@ -181,8 +187,12 @@ fn is_dav_path(path: &str) -> bool {
 }
 
 fn text_response(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
-    let mut r = Response::new(Body::from(msg.into()));
+    let msg = msg.into();
+    let len = msg.len();
+    let mut r = Response::new(Body::from(msg));
     *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -281,6 +291,25 @@ where
                 ))
             }
         }
+    }
+
+    /// A hyper service for one connection from `remote` (what the built-in listener uses).
+    pub fn hyper_service(
+        &self,
+        remote: SocketAddr,
+    ) -> impl hyper::service::Service<
+        Request<hyper::body::Incoming>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+    > + Clone
+    + Send
+    + 'static {
+        let service = self.clone();
+        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let service = service.clone();
+            async move { Ok::<_, Infallible>(service.handle(req, remote).await) }
+        })
     }
 
     /// Handles one request from `remote`. Never fails: errors become responses.
@@ -597,23 +626,48 @@ where
     }
 }
 
-fn http_builder(limits: &ServerLimits) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
-    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
+fn http1_builder(limits: &ServerLimits) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    // Without a timer hyper silently ignores the header-read timeout. The timeout also runs while
+    // a keep-alive connection waits for its next request, so idle connections are closed too.
+    b.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_header_size(limits.max_header_bytes)
         .max_headers(limits.max_headers)
         .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+    b
+}
+
+fn http2_builder(limits: &ServerLimits) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(limits.max_h2_streams)
         .keep_alive_interval(Some(Duration::from_secs(60)))
         .keep_alive_timeout(Duration::from_secs(20));
     b
 }
 
+/// Runs one connection; on shutdown asks it to finish gracefully (in-flight requests complete,
+/// keep-alive ends) and gives up after the grace period.
+macro_rules! drive {
+    ($conn:expr, $shutdown:expr, $grace:expr) => {{
+        let mut conn = std::pin::pin!($conn);
+        let res = tokio::select! {
+            r = conn.as_mut() => Some(r),
+            _ = $shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                tokio::time::timeout($grace, conn.as_mut()).await.ok()
+            }
+        };
+        if let Some(Err(e)) = res {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }};
+}
+
+/// Serves one accepted connection: TLS handshake (with a deadline) and HTTP/2 when ALPN chose
+/// `h2`, HTTP/1.1 otherwise. Plain HTTP (loopback only) is HTTP/1.1.
 async fn serve_connection<P>(
     stream: TcpStream,
     remote: SocketAddr,
@@ -624,72 +678,40 @@ async fn serve_connection<P>(
 ) where
     P: Clone + Send + Sync + Display + 'static,
 {
-    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-        let service = service.clone();
-        async move { Ok::<_, Infallible>(service.handle(req, remote).await) }
-    });
-    let builder = http_builder(&limits);
-    match acceptor {
-        Some(acceptor) => {
-            let tls =
-                match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream))
-                    .await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!("TLS handshake timed out");
-                        return;
-                    }
-                };
-            drive(
-                builder.serve_connection(TokioIo::new(tls), svc),
-                &shutdown,
-                &limits,
-            )
-            .await;
-        }
-        None => {
-            drive(
-                builder.serve_connection(TokioIo::new(stream), svc),
-                &shutdown,
-                &limits,
-            )
-            .await;
-        }
-    }
-}
-
-/// Runs one connection; on shutdown asks it to finish gracefully (in-flight requests complete,
-/// keep-alive ends) and gives up after the grace period.
-async fn drive<I, S, B>(
-    conn: hyper_util::server::conn::auto::Connection<'_, I, S, TokioExecutor>,
-    shutdown: &CancellationToken,
-    limits: &ServerLimits,
-) where
-    S: hyper::service::Service<Request<hyper::body::Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let mut conn = std::pin::pin!(conn);
-    let res = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            match tokio::time::timeout(limits.shutdown_grace, conn.as_mut()).await {
-                Ok(r) => r,
-                Err(_) => return,
-            }
-        }
+    let svc = service.hyper_service(remote);
+    let grace = limits.shutdown_grace;
+    let Some(acceptor) = acceptor else {
+        drive!(
+            http1_builder(&limits).serve_connection(TokioIo::new(stream), svc),
+            shutdown,
+            grace
+        );
+        return;
     };
-    if let Err(e) = res {
-        tracing::debug!(error = %e, "connection ended with an error");
+    let tls =
+        match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                return;
+            }
+        };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    if h2 {
+        drive!(
+            http2_builder(&limits).serve_connection(TokioIo::new(tls), svc),
+            shutdown,
+            grace
+        );
+    } else {
+        drive!(
+            http1_builder(&limits).serve_connection(TokioIo::new(tls), svc),
+            shutdown,
+            grace
+        );
     }
 }
