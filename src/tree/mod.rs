@@ -918,12 +918,14 @@ impl Tree {
         let a = self.parse_or_audit(&action, from).await?;
         let b = self.parse_or_audit(&action, to).await?;
         let object = format!("{} -> {}", object_of(from), object_of(to));
+        // The target's spelling as given: a case-only rename resolves to the document itself.
+        let to_name = b.name().unwrap_or_default().to_string();
         self.write_op(action, object, vec![a, b], move |ctx, actor, nodes| {
             let mut it = nodes.into_iter();
             let (Some(src), Some(dst)) = (it.next(), it.next()) else {
                 return Err(Error::NotFound(String::new()));
             };
-            rename_nodes(ctx, actor, src, dst, overwrite)
+            rename_nodes(ctx, actor, src, dst, overwrite, &to_name)
         })
         .await
     }
@@ -1029,6 +1031,7 @@ fn rename_nodes(
     src: Node,
     dst: Node,
     overwrite: bool,
+    to_name: &str,
 ) -> Result<()> {
     match (src, dst) {
         (Node::Document(a, fs, d, r), Node::Missing(b, parent, name)) => {
@@ -1061,7 +1064,7 @@ fn rename_nodes(
                 // Same document, other spelling (case change): just rename.
                 need(&fs, Permission::Delete)?;
                 need(&fd, Permission::Create)?;
-                let name = r2_name_from_path(&fd, &r2);
+                let name = to_name.to_string();
                 let mut r3 = r.clone();
                 ctx.del(NAMES, &doc_name_key(&ctx.db(), m, fs.id, &r.name))?;
                 r3.name = name.clone();
@@ -1138,6 +1141,29 @@ fn rename_nodes(
         (Node::Folder(a, f), Node::Folder(b, t)) => {
             policy::require_staff(actor.principal, "moving folders")?;
             if f.id == t.id {
+                if f.rec.name != to_name {
+                    // Same folder, other spelling (case change): just rename.
+                    let m = a.matter;
+                    ctx.del(
+                        NAMES,
+                        &folder_name_key(&ctx.db(), m, f.rec.parent, &f.rec.name),
+                    )?;
+                    let rec = FolderRec {
+                        name: to_name.to_string(),
+                        ..f.rec.clone()
+                    };
+                    ctx.put(
+                        FOLDERS,
+                        Scope::Matter(m),
+                        &tables::ids(&[m.0, f.id.0]),
+                        &rec,
+                    )?;
+                    ctx.put_id(
+                        NAMES,
+                        &folder_name_key(&ctx.db(), m, rec.parent, to_name),
+                        f.id.0,
+                    )?;
+                }
                 return Ok(());
             }
             if !overwrite {
@@ -1154,12 +1180,14 @@ fn rename_nodes(
                 Some(p) => Some(resolve::folder_by_id(&ctx.db(), &b, p)?),
                 None => None,
             };
+            let to = name.clone();
             rename_nodes(
                 ctx,
                 actor,
                 Node::Folder(a, f),
                 Node::Missing(b, parent_node, name),
                 false,
+                &to,
             )
         }
         (Node::Folder(..), Node::Document(..)) | (Node::Document(..), Node::Folder(..)) => Err(
@@ -1171,11 +1199,6 @@ fn rename_nodes(
         }
         (_, _) => Err(Error::Invalid("that is not a valid target".into())),
     }
-}
-
-fn r2_name_from_path(fd: &FolderNode, r2: &DocumentRec) -> String {
-    let _ = fd;
-    r2.name.clone()
 }
 
 /// Returns `true` when the copy crosses matters and must be streamed by the caller.
