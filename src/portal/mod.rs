@@ -145,6 +145,12 @@ impl PortalBuilder {
 }
 
 impl Portal {
+    /// Opens (or creates) the portal whose database is `dir/portal.redb`, with default parts. Use
+    /// [`PortalBuilder`] to choose the sealer and the blob store.
+    pub async fn open(dir: impl AsRef<Path>) -> Result<Portal> {
+        PortalBuilder::new(dir).open().await
+    }
+
     /// A throw-away portal in memory (tests, examples, fuzzing).
     pub async fn in_memory() -> Result<Portal> {
         PortalBuilder::memory().open().await
