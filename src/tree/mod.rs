@@ -23,9 +23,11 @@
 //! an open download on its next read and an upload at commit.
 
 mod handles;
+mod props;
 pub mod resolve;
 
 pub use handles::{ReadHandle, Upload, WriteOptions};
+pub use props::DeadProp;
 
 use crate::audit::{self, AuditAction, NewEntry, Outcome};
 use crate::blob::BlobRef;
@@ -172,7 +174,7 @@ pub(crate) fn current_version<T: Tx + ?Sized>(
 }
 
 /// The folder's permissions for the principal, with the error naming it.
-fn need(f: &FolderNode, p: Permission) -> Result<()> {
+pub(crate) fn need(f: &FolderNode, p: Permission) -> Result<()> {
     policy::require(f.perms(), p, &f.path.to_string())
 }
 
@@ -191,7 +193,7 @@ fn need_at(parent: &Option<FolderNode>, acc: &MatterAccess, p: Permission) -> Re
 }
 
 /// Cuts an untrusted path for the audit trail.
-fn object_of(path: &str) -> String {
+pub(crate) fn object_of(path: &str) -> String {
     path.chars().take(1024).collect()
 }
 
@@ -501,7 +503,7 @@ impl Tree {
     }
 
     /// Runs a read-only operation: resolve + check in a read transaction, then the audit entry.
-    async fn read_op<R, F>(&self, action: AuditAction, path: &str, f: F) -> Result<R>
+    pub(crate) async fn read_op<R, F>(&self, action: AuditAction, path: &str, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&Db<'_, redb::ReadTransaction>, Principal, Node) -> (Result<R>, Option<Outcome>)
@@ -535,7 +537,7 @@ impl Tree {
     }
 
     /// Runs a changing operation in one write job: resolve, check, change, audit, one commit.
-    async fn write_op<R, F>(
+    pub(crate) async fn write_op<R, F>(
         &self,
         action: AuditAction,
         object: String,

@@ -11,13 +11,13 @@
 use super::server::DavCtx;
 use crate::Portal;
 use crate::model::{Actor, Channel, Millis, Principal};
-use crate::tree::{Entry, ReadHandle, Tree, Upload, WriteOptions};
+use crate::tree::{DeadProp, Entry, ReadHandle, Tree, Upload, WriteOptions};
 use crate::{Error, names};
 use bytes::{Buf, Bytes};
 use dav_server::davpath::DavPath;
 use dav_server::fs::{
-    DavDirEntry, DavFile, DavMetaData, FsError, FsFuture, FsResult, FsStream, GuardedFileSystem,
-    OpenOptions, ReadDirMeta,
+    DavDirEntry, DavFile, DavMetaData, DavProp, FsError, FsFuture, FsResult, FsStream,
+    GuardedFileSystem, OpenOptions, ReadDirMeta,
 };
 use std::collections::HashMap;
 use std::io::SeekFrom;
@@ -382,6 +382,90 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
                 return Ok(());
             }
             tree.set_modified(&p, to_millis(tm)).await.or_else(err)
+        })
+    }
+
+    fn have_props<'a>(
+        &'a self,
+        _path: &'a DavPath,
+        _ctx: &'a DavCtx<Principal>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(async { true })
+    }
+
+    fn get_props<'a>(
+        &'a self,
+        path: &'a DavPath,
+        do_content: bool,
+        ctx: &'a DavCtx<Principal>,
+    ) -> FsFuture<'a, Vec<DavProp>> {
+        Box::pin(async move {
+            let p = path_str(path)?;
+            if is_junk_path(&p) {
+                return Ok(Vec::new());
+            }
+            let props = self.tree(ctx).props(&p).await.or_else(err)?;
+            Ok(props
+                .into_iter()
+                .map(|d| DavProp {
+                    name: d.name,
+                    prefix: d.prefix,
+                    namespace: d.namespace,
+                    xml: if do_content { d.xml } else { None },
+                })
+                .collect())
+        })
+    }
+
+    fn get_prop<'a>(
+        &'a self,
+        path: &'a DavPath,
+        prop: DavProp,
+        ctx: &'a DavCtx<Principal>,
+    ) -> FsFuture<'a, Vec<u8>> {
+        Box::pin(async move {
+            let p = path_str(path)?;
+            let props = self.tree(ctx).props(&p).await.or_else(err)?;
+            props
+                .into_iter()
+                .find(|d| d.name == prop.name && d.namespace == prop.namespace)
+                .and_then(|d| d.xml)
+                .ok_or(FsError::NotFound)
+        })
+    }
+
+    fn patch_props<'a>(
+        &'a self,
+        path: &'a DavPath,
+        patch: Vec<(bool, DavProp)>,
+        ctx: &'a DavCtx<Principal>,
+    ) -> FsFuture<'a, Vec<(http::StatusCode, DavProp)>> {
+        Box::pin(async move {
+            let p = path_str(path)?;
+            let changes: Vec<DeadProp> = patch
+                .iter()
+                .map(|(set, d)| DeadProp {
+                    name: d.name.clone(),
+                    prefix: d.prefix.clone(),
+                    namespace: d.namespace.clone(),
+                    xml: if *set { d.xml.clone() } else { None },
+                })
+                .collect();
+            let status = if is_junk_path(&p) {
+                http::StatusCode::OK
+            } else {
+                match self.tree(ctx).patch_props(&p, changes).await {
+                    Ok(()) => http::StatusCode::OK,
+                    Err(e) if e.is_not_found() => return Err(FsError::NotFound),
+                    Err(e) if e.is_denied() => http::StatusCode::FORBIDDEN,
+                    Err(Error::TooLarge(_)) => http::StatusCode::INSUFFICIENT_STORAGE,
+                    Err(e) => return err(e),
+                }
+            };
+            Ok(patch
+                .into_iter()
+                .map(|(_, d)| (status, DavProp { xml: None, ..d }))
+                .collect())
         })
     }
 
