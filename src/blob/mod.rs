@@ -9,6 +9,7 @@
 //! Implementations: [`mem::MemBlobStore`] (in memory, for tests and fuzzing). The encrypted
 //! on-disk store lives in its own module.
 
+pub mod encrypted;
 pub mod mem;
 
 use crate::Result;

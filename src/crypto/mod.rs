@@ -6,6 +6,16 @@
 //! sizes, timestamps and permission bits.
 //!
 //! [`PlainSealer`] stores records as they are: for tests and in-memory portals only.
+//! [`Keyring`] is the real sealer: the firm's key hierarchy (master key from a [`KeyProvider`] →
+//! firm key and per-matter keys → blob data keys), see [`keyring`].
+
+pub mod keyring;
+pub mod keys;
+pub mod provider;
+
+pub use keyring::Keyring;
+pub use keys::{Cipher, SecretKey};
+pub use provider::{EnvKey, KeyFile, KeyProvider, MasterKey};
 
 use crate::Result;
 use crate::model::MatterId;
