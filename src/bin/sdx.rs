@@ -52,6 +52,29 @@ macro_rules! say {
     }};
 }
 
+/// Opens the portal in `dir`, encrypted under the master key in `dir/master.key`. With `create`, a
+/// new data dir gets a fresh key file (mode 0600).
+async fn open_portal(dir: &Path, create: bool) -> Result<Portal, String> {
+    let key = dir.join("master.key");
+    if !key.exists() {
+        if create && !dir.join("portal.redb").exists() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("can't create {}: {e}", dir.display()))?;
+            sdx_portal::crypto::KeyFile::create(&key).map_err(err)?;
+        } else {
+            return Err(format!(
+                "no master key at {}: restore it from your backup (without it the data can't be read)",
+                key.display()
+            ));
+        }
+    }
+    PortalBuilder::new(dir)
+        .key_provider(std::sync::Arc::new(sdx_portal::crypto::KeyFile::new(key)))
+        .open()
+        .await
+        .map_err(err)
+}
+
 fn err<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
 }
@@ -74,7 +97,7 @@ async fn serve(
             return Err("give --data DIR (or --demo for a demo portal in ./sdx-demo)".into());
         }
     };
-    let portal = PortalBuilder::new(&dir).open().await.map_err(err)?;
+    let portal = open_portal(&dir, demo_mode).await?;
     if demo_mode {
         demo::provision(&portal).await.map_err(err)?;
         print_demo(&portal, &dir).await?;
@@ -161,7 +184,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             insecure_http,
         } => serve(demo, data, webdav, tls_cert, tls_key, insecure_http).await,
         Cmd::AuditVerify { data } => {
-            let portal = PortalBuilder::new(&data).open().await.map_err(err)?;
+            let portal = open_portal(&data, false).await?;
             let r = portal.audit_verify(&Actor::system()).await.map_err(err)?;
             match r.problem {
                 None => {

@@ -83,6 +83,7 @@ impl std::fmt::Debug for Portal {
 /// Builds a [`Portal`] with non-default parts.
 pub struct PortalBuilder {
     dir: Option<PathBuf>,
+    keys: Option<Arc<dyn crate::crypto::KeyProvider>>,
     sealer: Option<Arc<dyn Sealer>>,
     blobs: Option<Arc<dyn BlobStore>>,
     cache_bytes: usize,
@@ -93,6 +94,7 @@ impl PortalBuilder {
     pub fn new(dir: impl AsRef<Path>) -> Self {
         PortalBuilder {
             dir: Some(dir.as_ref().to_path_buf()),
+            keys: None,
             sealer: None,
             blobs: None,
             cache_bytes: 64 << 20,
@@ -102,10 +104,18 @@ impl PortalBuilder {
     pub fn memory() -> Self {
         PortalBuilder {
             dir: None,
+            keys: None,
             sealer: None,
             blobs: None,
             cache_bytes: 16 << 20,
         }
+    }
+    /// Encrypts everything at rest under the master key from `provider`: records are sealed by the
+    /// firm's key hierarchy and document contents go to the encrypted blob store in `dir/blobs`.
+    /// A wrong or missing master key fails [`PortalBuilder::open`] with [`Error::Key`].
+    pub fn key_provider(mut self, provider: Arc<dyn crate::crypto::KeyProvider>) -> Self {
+        self.keys = Some(provider);
+        self
     }
     /// Uses this record sealer (default: none, records in the clear).
     pub fn sealer(mut self, s: Arc<dyn Sealer>) -> Self {
@@ -136,11 +146,32 @@ impl PortalBuilder {
             }
         })
         .await??;
-        let sealer = self.sealer.unwrap_or_else(|| Arc::new(PlainSealer));
-        let blobs = self
-            .blobs
-            .unwrap_or_else(|| Arc::new(MemBlobStore::default()));
-        Portal::start(Arc::new(db), sealer, blobs, self.dir).await
+        let db = Arc::new(db);
+        let (mut sealer, mut blobs) = (self.sealer, self.blobs);
+        if let Some(provider) = self.keys {
+            let d = db.clone();
+            let blob_dir = self.dir.as_ref().map(|d| d.join("blobs"));
+            let (keys, store) = tokio::task::spawn_blocking(move || -> Result<_> {
+                let keys = crate::crypto::Keyring::open(d, provider.as_ref())?;
+                let store: Option<Arc<dyn BlobStore>> = match blob_dir {
+                    Some(bd) => Some(Arc::new(crate::blob::encrypted::EncryptedBlobStore::open(
+                        bd,
+                        keys.clone(),
+                        crate::crypto::Cipher::Aes256Gcm,
+                    )?)),
+                    None => None,
+                };
+                Ok((keys, store))
+            })
+            .await??;
+            sealer = Some(Arc::new(keys.sealer()));
+            if blobs.is_none() {
+                blobs = store;
+            }
+        }
+        let sealer = sealer.unwrap_or_else(|| Arc::new(PlainSealer));
+        let blobs = blobs.unwrap_or_else(|| Arc::new(MemBlobStore::default()));
+        Portal::start(db, sealer, blobs, self.dir).await
     }
 }
 
