@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod error;
 pub mod events;
 pub mod model;
+pub mod sftp;
 pub mod store;
 
 pub use error::{Error, Result};
