@@ -13,7 +13,7 @@ use russh_sftp::protocol::{
 };
 use sdx_portal::sftp::{
     AuthError, HostKey, RunningSftpServer, SessionContext, SessionFactory, SessionRefused,
-    SftpServer, SftpSession, SshAuthenticator,
+    SftpServer, SftpServerBuilder, SftpSession, SshAuthenticator,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -411,6 +411,15 @@ fn init_tracing() {
 }
 
 async fn start(host_key: HostKey, key: Option<PublicKey>, fs: MemFs) -> TestServer {
+    start_with(host_key, key, fs, |b| b).await
+}
+
+async fn start_with(
+    host_key: HostKey,
+    key: Option<PublicKey>,
+    fs: MemFs,
+    tune: impl FnOnce(SftpServerBuilder<String>) -> SftpServerBuilder<String>,
+) -> TestServer {
     init_tracing();
     let auth = Arc::new(TestAuth {
         key,
@@ -420,12 +429,10 @@ async fn start(host_key: HostKey, key: Option<PublicKey>, fs: MemFs) -> TestServ
         fs: fs.clone(),
         sessions: AtomicUsize::new(0),
     });
-    let server = SftpServer::builder(host_key, auth.clone(), factory.clone())
+    let builder = SftpServer::builder(host_key, auth.clone(), factory.clone())
         .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .auth_rejection_time(Duration::from_millis(50))
-        .start()
-        .await
-        .expect("server starts");
+        .auth_rejection_time(Duration::from_millis(50));
+    let server = tune(builder).start().await.expect("server starts");
     TestServer {
         server,
         fs,
@@ -1050,6 +1057,71 @@ async fn shutdown_disconnects_open_sessions() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_and_silent_clients_are_dropped() {
+    let _shared = RSS_LOCK.read().await;
+    let srv = start_with(
+        HostKey::generate_ephemeral().unwrap(),
+        None,
+        MemFs::default(),
+        |b| {
+            b.inactivity_timeout(Duration::from_secs(1))
+                .login_grace_time(Duration::from_secs(1))
+        },
+    )
+    .await;
+    // A client that connects and says nothing is dropped after the login grace time.
+    let mut sock = tokio::net::TcpStream::connect(srv.server.local_addr())
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut sock, &mut sink),
+    )
+    .await;
+    assert!(read.is_ok(), "silent client still connected after 10 s");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(String::from_utf8_lossy(&sink).starts_with("SSH-2.0-sdx-portal"));
+
+    // An authenticated but idle SFTP session is dropped after the inactivity timeout.
+    if have_paramiko().await {
+        let v = probe_json(
+            srv.port(),
+            &["idle", "--seconds", "3"],
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(v["active_after_idle"], false, "{v}");
+    }
+    srv.server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_per_connection_are_capped() {
+    let _shared = RSS_LOCK.read().await;
+    if !have_paramiko().await {
+        return;
+    }
+    let srv = start_with(
+        HostKey::generate_ephemeral().unwrap(),
+        None,
+        MemFs::default(),
+        |b| b.max_channels_per_connection(4),
+    )
+    .await;
+    let v = probe_json(srv.port(), &["channel-cap"], Duration::from_secs(60)).await;
+    assert_eq!(v["opened"], 4, "{v}");
+    assert!(v["refused"].as_str().is_some(), "{v}");
+    assert_eq!(v["reopened_after_close"], true, "{v}");
+    srv.server.stop().await.unwrap();
 }
 
 /// Throughput figures for the report (not a pass/fail test): 256 MiB get and put with OpenSSH

@@ -197,6 +197,38 @@ def bad_packet(a):
     out(res)
 
 
+def idle(a):
+    t = authed(a)
+    ch = t.open_session(timeout=10)
+    ch.invoke_subsystem("sftp")
+    time.sleep(a.seconds)
+    out({"active_after_idle": t.is_active()})
+    t.close()
+
+
+def channel_cap(a):
+    t = authed(a)
+    opened = []
+    refused = None
+    for _ in range(50):
+        try:
+            opened.append(t.open_session(timeout=10))
+        except (paramiko.ChannelException, paramiko.SSHException) as e:
+            refused = type(e).__name__ + ": " + str(e)
+            break
+    # closing one frees a slot
+    opened[0].close()
+    time.sleep(0.5)
+    try:
+        again = t.open_session(timeout=10)
+        again.invoke_subsystem("sftp")
+        reopened = True
+    except (paramiko.ChannelException, paramiko.SSHException):
+        reopened = False
+    out({"opened": len(opened), "refused": refused, "reopened_after_close": reopened})
+    t.close()
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("command")
@@ -205,6 +237,7 @@ def main():
     p.add_argument("--password", default="secret")
     p.add_argument("--path", default="/")
     p.add_argument("--size", type=int, default=300000)
+    p.add_argument("--seconds", type=float, default=3.0)
     a = p.parse_args()
     {
         "auth-retry": auth_retry,
@@ -212,6 +245,8 @@ def main():
         "refusals": refusals,
         "getfo": getfo,
         "bad-packet": bad_packet,
+        "idle": idle,
+        "channel-cap": channel_cap,
     }[a.command](a)
 
 
