@@ -12,7 +12,8 @@
 //!   MACs hmac-sha2-512/256 (ETM preferred); host key ed25519; no SHA-1, no CBC, no compression;
 //! - authentication: `password` and `publickey` only. A wrong password keeps both methods on offer
 //!   (russh would otherwise drop `password` for the rest of the connection); after
-//!   `max_auth_attempts` failures the connection is closed; a client that has not authenticated
+//!   `max_auth_attempts` failed password or signed public-key attempts the connection is closed
+//!   (the client's `none` probe and refused key offers don't count); a client that has not authenticated
 //!   within `login_grace_time` is disconnected. `ssh-rsa` (SHA-1) signatures are refused.
 //! - channels: session channels only, at most `max_channels_per_connection` at a time; only the
 //!   `sftp` subsystem. shell, exec, pty, env, X11, agent forwarding, TCP/IP and stream-local
@@ -40,7 +41,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, field, info, info_span, warn};
@@ -266,6 +267,7 @@ impl<P: Clone + Send + Sync + 'static> SftpServerBuilder<P> {
                 factory: self.factory,
                 transport: self.transport,
                 login_grace_time: self.limits.login_grace_time,
+                max_auth_attempts: self.limits.max_auth_attempts,
                 max_channels: self.limits.max_channels,
             }),
             max_connections: self.limits.max_connections,
@@ -341,8 +343,10 @@ fn russh_config(host_key: &HostKey, l: &Limits) -> russh::server::Config {
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys: vec![host_key.private_key().clone()],
         preferred: preferred(),
-        // russh counts every rejection, including the client's initial `none` probe.
-        max_auth_attempts: l.max_auth_attempts + 1,
+        // The cap on failed attempts is enforced by the connection handler, which counts only real
+        // password and signed public-key attempts. russh's own count also includes the `none`
+        // probe and every refused key offer; keep it as a generous backstop.
+        max_auth_attempts: l.max_auth_attempts + 20,
         inactivity_timeout: Some(l.inactivity_timeout),
         keepalive_interval: None,
         nodelay: true,
@@ -359,6 +363,7 @@ struct Shared<P> {
     factory: Arc<dyn SessionFactory<P>>,
     transport: TransportConfig,
     login_grace_time: Duration,
+    max_auth_attempts: usize,
     max_channels: usize,
 }
 
@@ -533,7 +538,10 @@ async fn connection<P: Clone + Send + Sync + 'static>(
         debug!(error = %e, "set_nodelay failed");
     }
     let authenticated = Arc::new(AtomicBool::new(false));
+    let too_many_failures = Arc::new(Notify::new());
     let handler = ConnectionHandler {
+        failures: 0,
+        too_many_failures: too_many_failures.clone(),
         channel_slots: Arc::new(Semaphore::new(shared.max_channels)),
         channels_opened: 0,
         shared: shared.clone(),
@@ -582,6 +590,15 @@ async fn connection<P: Clone + Send + Sync + 'static>(
                     break None;
                 }
             }
+            () = too_many_failures.notified() => {
+                info!("too many failed authentication attempts; disconnecting");
+                disconnect(
+                    Disconnect::NoMoreAuthMethodsAvailable,
+                    "too many authentication failures",
+                )
+                .await;
+                break None;
+            }
             () = token.cancelled() => {
                 disconnect(Disconnect::ByApplication, "server shutting down").await;
                 break None;
@@ -613,6 +630,10 @@ struct ConnectionHandler<P> {
     /// Cancelled when the connection ends; parent of every channel's token.
     token: CancellationToken,
     authenticated: Arc<AtomicBool>,
+    /// Failed password and signed public-key attempts so far.
+    failures: usize,
+    /// Notified when `failures` reaches the cap; the connection task then disconnects.
+    too_many_failures: Arc<Notify>,
     principal: Option<(String, P)>,
     /// Channels opened but not (yet) running an SFTP session.
     pending: HashMap<ChannelId, ChannelTransport>,
@@ -641,10 +662,19 @@ impl<P: Clone + Send + Sync + 'static> ConnectionHandler<P> {
                 Auth::Accept
             }
             Err(e) => {
-                info!(parent: &self.span, user, method, reason = %e, "authentication failed");
+                self.failures += 1;
+                info!(parent: &self.span, user, method, reason = %e, failures = self.failures, "authentication failed");
+                if self.failures >= self.shared.max_auth_attempts {
+                    self.too_many_failures.notify_one();
+                }
                 Self::retry_methods()
             }
         }
+    }
+
+    /// True once the cap on failed attempts is reached: further attempts are refused unchecked.
+    fn exhausted(&self) -> bool {
+        self.failures >= self.shared.max_auth_attempts
     }
 
     fn take_slot(&mut self) -> Option<OwnedSemaphorePermit> {
@@ -671,6 +701,9 @@ impl<P: Clone + Send + Sync + 'static> russh::server::Handler for ConnectionHand
     type Error = russh::Error;
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        if self.exhausted() {
+            return Ok(Auth::reject());
+        }
         let r = self
             .shared
             .authenticator
@@ -685,6 +718,9 @@ impl<P: Clone + Send + Sync + 'static> russh::server::Handler for ConnectionHand
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
+        if self.exhausted() {
+            return Ok(Auth::reject());
+        }
         if matches!(offer.algorithm, Algorithm::Rsa { hash: None }) {
             debug!(parent: &self.span, user, "ssh-rsa (SHA-1) signature refused");
             return Ok(Self::retry_methods());
@@ -707,6 +743,9 @@ impl<P: Clone + Send + Sync + 'static> russh::server::Handler for ConnectionHand
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
+        if self.exhausted() {
+            return Ok(Auth::reject());
+        }
         if matches!(key.algorithm, Algorithm::Rsa { hash: None }) {
             return Ok(Self::retry_methods());
         }

@@ -18,7 +18,7 @@
 //!   framing (4-byte big-endian length, `0 < length <= max_packet_len`) and queues whole frames in
 //!   a queue capped in *bytes* by a semaphore ([`TransportConfig::queue_bytes`]);
 //! - a **writer** task owns the channel's write half and copies russh-sftp's responses from an
-//!   in-memory pipe to the channel, waiting for the client's window without holding up the pump;
+//!   in-memory pipe (a bounded `tokio::io::duplex`) to the channel, waiting for the client's window without holding up the pump;
 //! - russh-sftp gets `tokio::io::join(frame reader, pipe)`.
 //!
 //! A framing violation is logged, nothing of the bad frame is forwarded, the frames still queued
@@ -41,7 +41,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf, SimplexStream, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, warn};
@@ -229,8 +229,10 @@ impl AsyncRead for FrameReader {
 // ---------------------------------------------------------------------------------------------
 // Sessions
 
-/// The stream russh-sftp runs over.
-pub(crate) type SftpStream = tokio::io::Join<FrameReader, WriteHalf<SimplexStream>>;
+/// The stream russh-sftp runs over. Its write side is one end of a duplex pipe (only written):
+/// unlike a split simplex pipe, a dropped `DuplexStream` signals end-of-stream to the other end,
+/// and russh-sftp drops its stream without shutting it down.
+pub(crate) type SftpStream = tokio::io::Join<FrameReader, DuplexStream>;
 
 type BoxedRun = Box<
     dyn FnOnce(SftpStream, russh_sftp::server::Config) -> Pin<Box<dyn Future<Output = ()> + Send>>
@@ -491,7 +493,7 @@ impl Writer {
             return;
         };
         debug!("sftp session started");
-        let (pipe_rx, pipe_tx) = tokio::io::simplex(write_buffer);
+        let (pipe_tx, pipe_rx) = tokio::io::duplex(write_buffer);
         (session.run)(tokio::io::join(reader, pipe_tx), sftp).await;
 
         let mut source = tokio::io::BufReader::with_capacity(64 * 1024, pipe_rx);
