@@ -663,6 +663,10 @@ mod tests {
             let s = sanitize(&x);
             prop_assert_eq!(canonical(&s).ok(), Some(s.clone()));
             prop_assert!(!s.is_empty() && s.len() <= MAX_NAME_BYTES);
+            // A legal name needs no change: sanitize gives its canonical form.
+            if let Ok(c) = canonical(&x) {
+                prop_assert_eq!(s, c);
+            }
         }
 
         #[test]
