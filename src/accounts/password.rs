@@ -6,12 +6,24 @@
 //! 32-byte output, stored as a PHC string (`$argon2id$v=19$m=19456,t=3,p=1$<salt>$<hash>`).
 //!
 //! Why these: OWASP's Password Storage Cheat Sheet lists m = 19 MiB, t = 2, p = 1 as the
-//! minimum Argon2id configuration. On the 2-vCPU build VM one verify with t = 2 took ~25 ms,
-//! at the bottom of the 25–50 ms budget a login may cost; t = 3 keeps the memory (and
-//! so the memory a burst of logins can pin) at 19 MiB per hash while raising the attacker's
-//! cost by half, measured at ~37 ms per verify (`cargo bench --bench login`, see
-//! BENCHMARKS.md). p = 1 because the server handles many logins at once: more lanes per hash
-//! would only steal cores from other requests. Stored hashes carry their own parameters, so
+//! minimum Argon2id configuration; the budget for one login is 25–50 ms. Measured on the
+//! 2-vCPU build VM (release, `cargo bench --bench login -- sweep`, raw Argon2id, three runs
+//! while other builds kept the load average at 3–5, criterion upper bounds):
+//!
+//! | m | t | ms per hash |
+//! |---|---|---|
+//! | 19 MiB | 2 | 15–21 |
+//! | 19 MiB | 3 | 28–39 |
+//! | 19 MiB | 4 | 34–60 |
+//! | 32 MiB | 2 | 51–69 |
+//! | 46 MiB | 1 | 63–85 |
+//! | 64 MiB | 1 | 87–89 |
+//!
+//! t = 2 falls below the budget; larger m costs disproportionately more here (probably because
+//! the working set no longer fits the caches), so t = 3 at 19 MiB is the strongest setting inside the
+//! budget. Through the library's own path, one verify measured 23.5–26.8 ms (criterion
+//! means, two runs). p = 1 because the server handles many logins at once: more lanes per
+//! hash would only steal cores from other requests. Stored hashes carry their own parameters, so
 //! changing [`ARGON2_T_COST`] later keeps old hashes verifiable; [`needs_rehash`] tells the
 //! caller to re-hash on the next successful login.
 //!
@@ -34,7 +46,7 @@
 //! §5.1.1.2), so the same password typed on systems that compose accents differently matches.
 
 use std::collections::HashSet;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
@@ -356,18 +368,25 @@ fn hash_slots() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-static HASH_SLOTS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(hash_slots()));
+static HASH_SLOTS: LazyLock<Arc<Semaphore>> =
+    LazyLock::new(|| Arc::new(Semaphore::new(hash_slots())));
 
 async fn run_limited<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, PasswordError> {
-    let _permit = HASH_SLOTS
-        .acquire()
+    let permit = Arc::clone(&HASH_SLOTS)
+        .acquire_owned()
         .await
         .map_err(|e| PasswordError::Task(e.to_string()))?;
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| PasswordError::Task(e.to_string()))
+    // The permit moves into the blocking task: if the caller's future is dropped (client gone),
+    // the slot stays taken until the hash really finishes.
+    tokio::task::spawn_blocking(move || {
+        let out = f();
+        drop(permit);
+        out
+    })
+    .await
+    .map_err(|e| PasswordError::Task(e.to_string()))
 }
 
 /// [`hash_password`] on tokio's blocking pool, limited to one hash per core at a time.

@@ -22,7 +22,7 @@
 //! offline search of a stolen database takes ~4 × 10^10 years. A fast hash matters because
 //! mounted drives (Windows, macOS, davfs2) send the credentials with **every** WebDAV request
 //! and a login may have several app passwords: with Argon2 each request would cost
-//! ~37 ms × devices of CPU and 19 MiB of memory. Online guessing is still throttled like any
+//! ~25 ms × devices of CPU and 19 MiB of memory. Online guessing is still throttled like any
 //! login.
 
 use std::fmt;
