@@ -213,6 +213,26 @@ fn bench_raw(c: &mut Criterion) {
                 total
             })
         });
+        if name == "aes" {
+            let id = "aead_raw/sha256_1GiB".to_string();
+            g.bench_function("sha256_1GiB", |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let t = Instant::now();
+                        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+                        for ch in buf.chunks(C + TAG) {
+                            ctx.update(&ch[..C]);
+                        }
+                        std::hint::black_box(ctx.finish());
+                        let d = t.elapsed();
+                        record(&id, GIB, d);
+                        total += d;
+                    }
+                    total
+                })
+            });
+        }
         // Open needs valid ciphertext: seal once, keep a pristine copy, restore before each
         // (untimed) iteration.
         raw_seal(&k, &mut buf, C);
@@ -236,6 +256,26 @@ fn bench_raw(c: &mut Criterion) {
     g.finish();
 }
 
+/// Tuning overrides for experiments: `SDX_BENCH_FLUSH` (bytes per batch), `SDX_BENCH_SYNC_EVERY`
+/// (bytes between background syncs; 0 = never), `SDX_BENCH_PIECE` (bytes per append).
+fn env_opts(mut o: BlobOptions) -> BlobOptions {
+    let num = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    if let Some(v) = num("SDX_BENCH_FLUSH") {
+        o.flush_bytes = v as usize;
+    }
+    if let Some(v) = num("SDX_BENCH_SYNC_EVERY") {
+        o.sync_every = if v == 0 { u64::MAX } else { v };
+    }
+    o
+}
+
+fn piece() -> usize {
+    std::env::var("SDX_BENCH_PIECE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256 << 10)
+}
+
 fn bench_store(c: &mut Criterion) {
     let rt = rt();
     let src = pattern(1 << 20);
@@ -249,17 +289,17 @@ fn bench_store(c: &mut Criterion) {
         ("aes", Cipher::Aes256Gcm),
         ("chacha", Cipher::ChaCha20Poly1305),
     ] {
-        let f = fixture(BlobOptions {
+        let f = fixture(env_opts(BlobOptions {
             cipher,
             ..BlobOptions::default()
-        });
+        }));
         let id = format!("store/{name}/write_1GiB");
         g.bench_function(format!("{name}/write_1GiB"), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let t = Instant::now();
-                    let r = rt.block_on(write_blob(&f.store, &src, GIB, 256 << 10));
+                    let r = rt.block_on(write_blob(&f.store, &src, GIB, piece()));
                     let d = t.elapsed();
                     record(&id, GIB, d);
                     total += d;

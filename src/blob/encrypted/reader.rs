@@ -41,7 +41,7 @@ impl Chunks {
         let end = (last * stride) + l.plain_len(self.len, last) + stride - l.c;
         let size = usize::try_from(end - start)
             .map_err(|_| Error::TooLarge("read range too large".into()))?;
-        buf.clear();
+        // Reused buffers are not cleared: every byte is overwritten by the read below.
         buf.resize(size, 0);
         self.file.read_exact_at(buf, start).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -59,11 +59,9 @@ impl Chunks {
             let off = (i - first) as usize * su;
             let clen = (size - off).min(su);
             let fin = self.last_is_final && i == n - 1;
-            let pl = self.cc.open(i, fin, &mut buf[off..off + clen])?;
-            if off != w {
-                buf.copy_within(off..off + pl, w);
-            }
-            w += pl;
+            w += self
+                .cc
+                .open_within(i, fin, &mut buf[w..off + clen], off - w)?;
         }
         buf.truncate(w);
         Ok(())
@@ -142,7 +140,7 @@ pub(crate) fn open_committed(shared: &Shared, matter: MatterId, r: &BlobRef) -> 
 }
 
 /// Plaintext decrypted per blocking call for small sequential reads.
-const READAHEAD: u64 = 512 << 10;
+const READAHEAD: u64 = 2 << 20;
 /// Runs decrypted ahead of a sequential reader, in parallel on the blocking pool.
 const PREFETCH_DEPTH: usize = 2;
 
@@ -163,8 +161,11 @@ pub(crate) struct EncReader {
     /// First chunk index and plaintext of a decrypted run.
     cache: Option<(u64, Bytes)>,
     prefetch: std::collections::VecDeque<Run>,
-    /// Offset after the previous read (sequential detection).
-    next: u64,
+    /// Offset after the previous read (sequential detection: read-ahead starts with the second
+    /// contiguous read, so a lone range read decrypts only the chunks it touches).
+    next: Option<u64>,
+    /// Recycled run buffers (saves zeroing fresh memory).
+    spares: Vec<Vec<u8>>,
 }
 
 impl EncReader {
@@ -173,19 +174,30 @@ impl EncReader {
             chunks: Arc::new(chunks),
             cache: None,
             prefetch: std::collections::VecDeque::new(),
-            next: 0,
+            next: None,
+            spares: Vec::new(),
         }
     }
 
-    fn spawn_run(&self, first: u64, last: u64) -> Run {
+    fn spawn_run(&mut self, first: u64, last: u64) -> Run {
         let chunks = self.chunks.clone();
+        let mut b = self.spares.pop().unwrap_or_default();
         Run {
             first,
             last,
             task: tokio::task::spawn_blocking(move || {
-                let mut b = Vec::new();
                 chunks.read_chunks(first, last, &mut b).map(|_| b)
             }),
+        }
+    }
+
+    /// Replaces the cached run, recycling the old buffer if no caller holds a slice of it.
+    fn set_cache(&mut self, first: u64, data: Vec<u8>) {
+        if let Some((_, old)) = self.cache.replace((first, Bytes::from(data)))
+            && self.spares.len() < PREFETCH_DEPTH + 1
+            && let Ok(m) = old.try_into_mut()
+        {
+            self.spares.push(Vec::from(m));
         }
     }
 
@@ -240,8 +252,8 @@ impl BlobReader for EncReader {
         let c = self.chunks.layout.c;
         let first = offset / c;
         let last = (end - 1) / c;
-        let sequential = offset == self.next;
-        self.next = end;
+        let sequential = self.next == Some(offset);
+        self.next = Some(end);
         let run_size = (READAHEAD / c).max(1).max(last - first + 1);
         if self.from_cache(offset, end).is_none() {
             let mut got = None;
@@ -279,7 +291,7 @@ impl BlobReader for EncReader {
                     }
                 }
             };
-            self.cache = Some((run_first, Bytes::from(data)));
+            self.set_cache(run_first, data);
         }
         let out = self.from_cache(offset, end).ok_or_else(|| {
             Error::Integrity("a blob chunk decrypted to an unexpected length".into())
