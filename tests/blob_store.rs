@@ -257,6 +257,21 @@ async fn every_tamper_case_is_detected() {
     let mut rd = e.store.open(M1, &ra).await.unwrap();
     assert_eq!(&rd.read_at(10, 1000).await.unwrap()[..], &da[10..1010]);
     assert_integrity(rd.read_at(2 * C + 10, 10).await, "range over damaged chunk");
+    // Sequential reads (which read ahead) return the intact chunks, then fail on the damaged one.
+    let mut rd = e.store.open(M1, &ra).await.unwrap();
+    let mut off = 0u64;
+    let err = loop {
+        match rd.read_at(off, 32 << 10).await {
+            Ok(b) => {
+                assert!(!b.is_empty());
+                assert_eq!(&b[..], &da[off as usize..off as usize + b.len()]);
+                off += b.len() as u64;
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(off, 2 * C);
+    assert!(matches!(err, Error::Integrity(_)), "{err}");
     restore();
 
     // Edited references.

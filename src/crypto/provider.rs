@@ -54,13 +54,15 @@ impl MasterKey {
                 }
                 decoded.ok_or_else(|| bad_encoding(source))?
             };
-        let arr: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {
+        let mut arr: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {
             Error::Key(format!(
                 "{source} holds {} bytes, but a master key has exactly {KEY_LEN}",
                 bytes.len()
             ))
         })?;
-        Ok(MasterKey::from_bytes(arr))
+        let key = MasterKey::from_bytes(arr);
+        zeroize::Zeroize::zeroize(&mut arr);
+        Ok(key)
     }
 
     /// The key as 64 lower-case hex digits (for writing key files).

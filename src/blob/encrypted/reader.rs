@@ -41,7 +41,7 @@ impl Chunks {
         let end = (last * stride) + l.plain_len(self.len, last) + stride - l.c;
         let size = usize::try_from(end - start)
             .map_err(|_| Error::TooLarge("read range too large".into()))?;
-        buf.clear();
+        // Reused buffers are not cleared: every byte is overwritten by the read below.
         buf.resize(size, 0);
         self.file.read_exact_at(buf, start).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -59,11 +59,9 @@ impl Chunks {
             let off = (i - first) as usize * su;
             let clen = (size - off).min(su);
             let fin = self.last_is_final && i == n - 1;
-            let pl = self.cc.open(i, fin, &mut buf[off..off + clen])?;
-            if off != w {
-                buf.copy_within(off..off + pl, w);
-            }
-            w += pl;
+            w += self
+                .cc
+                .open_within(i, fin, &mut buf[w..off + clen], off - w)?;
         }
         buf.truncate(w);
         Ok(())
@@ -141,11 +139,33 @@ pub(crate) fn open_committed(shared: &Shared, matter: MatterId, r: &BlobRef) -> 
     })
 }
 
-/// A committed blob opened for reading; keeps the last decrypted chunk so that small sequential
-/// reads (SFTP asks for 32 KiB at a time) decrypt each chunk once.
+/// Plaintext decrypted per blocking call for small sequential reads.
+const READAHEAD: u64 = 2 << 20;
+/// Runs decrypted ahead of a sequential reader, in parallel on the blocking pool.
+const PREFETCH_DEPTH: usize = 2;
+
+struct Run {
+    first: u64,
+    last: u64,
+    task: tokio::task::JoinHandle<Result<Vec<u8>>>,
+}
+
+/// A committed blob opened for reading.
+///
+/// Keeps the last decrypted run of chunks, so small sequential reads (SFTP asks for 32 KiB at a
+/// time) decrypt each chunk once and in batches; a sequential reader also gets the next runs
+/// decrypted ahead on the blocking pool while it consumes the current one. Random reads decrypt
+/// only the chunks they touch.
 pub(crate) struct EncReader {
     chunks: Arc<Chunks>,
+    /// First chunk index and plaintext of a decrypted run.
     cache: Option<(u64, Bytes)>,
+    prefetch: std::collections::VecDeque<Run>,
+    /// Offset after the previous read (sequential detection: read-ahead starts with the second
+    /// contiguous read, so a lone range read decrypts only the chunks it touches).
+    next: Option<u64>,
+    /// Recycled run buffers (saves zeroing fresh memory).
+    spares: Vec<Vec<u8>>,
 }
 
 impl EncReader {
@@ -153,6 +173,66 @@ impl EncReader {
         EncReader {
             chunks: Arc::new(chunks),
             cache: None,
+            prefetch: std::collections::VecDeque::new(),
+            next: None,
+            spares: Vec::new(),
+        }
+    }
+
+    fn spawn_run(&mut self, first: u64, last: u64) -> Run {
+        let chunks = self.chunks.clone();
+        let mut b = self.spares.pop().unwrap_or_default();
+        Run {
+            first,
+            last,
+            task: tokio::task::spawn_blocking(move || {
+                chunks.read_chunks(first, last, &mut b).map(|_| b)
+            }),
+        }
+    }
+
+    /// Replaces the cached run, recycling the old buffer if no caller holds a slice of it.
+    fn set_cache(&mut self, first: u64, data: Vec<u8>) {
+        if let Some((_, old)) = self.cache.replace((first, Bytes::from(data)))
+            && self.spares.len() < PREFETCH_DEPTH + 1
+            && let Ok(m) = old.try_into_mut()
+        {
+            self.spares.push(Vec::from(m));
+        }
+    }
+
+    /// The cached plaintext for `offset..end`, if the cache covers it.
+    fn from_cache(&self, offset: u64, end: u64) -> Option<Bytes> {
+        let (first, data) = self.cache.as_ref()?;
+        let start = first * self.chunks.layout.c;
+        if offset < start || end > start + data.len() as u64 {
+            return None;
+        }
+        Some(data.slice((offset - start) as usize..(end - start) as usize))
+    }
+
+    fn cache_last(&self) -> Option<u64> {
+        let (first, data) = self.cache.as_ref()?;
+        let c = self.chunks.layout.c;
+        Some(first + (data.len() as u64).saturating_sub(1) / c)
+    }
+
+    /// Keeps up to [`PREFETCH_DEPTH`] runs of `size` chunks in flight after the cached run.
+    fn fill_prefetch(&mut self, size: u64) {
+        let n = self.chunks.layout.chunks(self.chunks.len);
+        let Some(mut next) = self
+            .prefetch
+            .back()
+            .map(|r| r.last + 1)
+            .or_else(|| self.cache_last().map(|l| l + 1))
+        else {
+            return;
+        };
+        while self.prefetch.len() < PREFETCH_DEPTH && next < n {
+            let last = (next + size - 1).min(n - 1);
+            let run = self.spawn_run(next, last);
+            self.prefetch.push_back(run);
+            next = last + 1;
         }
     }
 }
@@ -172,32 +252,55 @@ impl BlobReader for EncReader {
         let c = self.chunks.layout.c;
         let first = offset / c;
         let last = (end - 1) / c;
-        if let Some((idx, data)) = &self.cache
-            && first == last
-            && *idx == first
-        {
-            let s = (offset - first * c) as usize;
-            let e = (end - first * c) as usize;
-            if e <= data.len() {
-                return Ok(data.slice(s..e));
+        let sequential = self.next == Some(offset);
+        self.next = Some(end);
+        let run_size = (READAHEAD / c).max(1).max(last - first + 1);
+        if self.from_cache(offset, end).is_none() {
+            let mut got = None;
+            while let Some(run) = self.prefetch.pop_front() {
+                if run.last < first {
+                    continue; // passed already (its task finishes in the background)
+                }
+                if run.first <= first && run.last >= last {
+                    // A failed read-ahead (damage further on) is retried below for exactly the
+                    // chunks asked for, so it never fails a read of intact chunks.
+                    if let Ok(data) = run.task.await? {
+                        got = Some((run.first, data));
+                    }
+                }
+                break;
             }
+            let (run_first, data) = match got {
+                Some(g) => g,
+                None => {
+                    self.prefetch.clear();
+                    let n = self.chunks.layout.chunks(len);
+                    let run_last = if sequential {
+                        (first + run_size - 1).min(n - 1).max(last)
+                    } else {
+                        last
+                    };
+                    let run = self.spawn_run(first, run_last);
+                    match run.task.await? {
+                        Ok(data) => (first, data),
+                        Err(_) if run_last > last => {
+                            let exact = self.spawn_run(first, last);
+                            (first, exact.task.await??)
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            self.set_cache(run_first, data);
         }
-        let chunks = self.chunks.clone();
-        let buf = tokio::task::spawn_blocking(move || {
-            let mut b = Vec::new();
-            chunks.read_chunks(first, last, &mut b).map(|_| b)
-        })
-        .await??;
-        let bytes = Bytes::from(buf);
-        let last_start = ((last - first) * c) as usize;
-        let s = (offset - first * c) as usize;
-        let e = (end - first * c) as usize;
-        if e > bytes.len() || last_start > bytes.len() {
-            return Err(Error::Integrity(
-                "a blob chunk decrypted to an unexpected length".into(),
-            ));
+        let out = self.from_cache(offset, end).ok_or_else(|| {
+            Error::Integrity("a blob chunk decrypted to an unexpected length".into())
+        })?;
+        if sequential {
+            self.fill_prefetch(run_size);
+        } else {
+            self.prefetch.clear();
         }
-        self.cache = Some((last, bytes.slice(last_start..)));
-        Ok(bytes.slice(s..e))
+        Ok(out)
     }
 }
