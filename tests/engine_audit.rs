@@ -457,3 +457,61 @@ async fn a_database_from_a_newer_schema_version_is_refused() {
     let p = PortalBuilder::new(&dir).open().await.unwrap();
     close(p).await;
 }
+
+#[tokio::test]
+async fn an_abandoned_upload_is_audited_once_and_leaves_nothing() {
+    let fx = Fx::new().await;
+    fx.set_perms(fx.general, CD, fx.client, Permissions::FULL)
+        .await;
+    let (m, mp) = fx.matter("2026-220", "Abandon", fx.general).await;
+    let c = fx
+        .user("Carol", "carol@client.test", m, fx.client, true)
+        .await;
+    let t = c.tree(&fx.portal);
+
+    // Cancelled.
+    let (r, e) = fx
+        .audited(c.login, "abort", async {
+            let mut up = t
+                .open_write(
+                    &format!("{mp}/{CD}/a.txt"),
+                    sdx_portal::tree::WriteOptions::upload(),
+                )
+                .await?;
+            up.write(b"partial").await?;
+            up.abort().await
+        })
+        .await;
+    r.unwrap();
+    assert_eq!(e.action, AuditAction::Create);
+    assert!(matches!(e.outcome, Outcome::Failed(_)), "{:?}", e.outcome);
+
+    // Dropped (connection lost): audited in the background, once.
+    let before = fx.audit_of(c.login).await.len();
+    {
+        let mut up = t
+            .open_write(
+                &format!("{mp}/{CD}/b.txt"),
+                sdx_portal::tree::WriteOptions::upload(),
+            )
+            .await
+            .unwrap();
+        up.write(b"partial").await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = fx.audit_of(c.login).await;
+    while after.len() == before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        after = fx.audit_of(c.login).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = fx.audit_of(c.login).await;
+    assert_eq!(after.len(), before + 1);
+    assert!(matches!(after[0].outcome, Outcome::Failed(_)));
+    let listed = c
+        .tree(&fx.portal)
+        .list(&format!("{mp}/{CD}"))
+        .await
+        .unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+}

@@ -293,11 +293,26 @@ async fn disabling_a_login_stops_its_tree_on_the_next_call() {
     ] {
         assert!(matches!(r, Err(Error::AuthenticationFailed)), "{r:?}");
     }
+    // Nor can it sign in again.
+    fx.portal
+        .set_password(&fx.firm, c.login, "a good long passphrase")
+        .await
+        .unwrap();
+    let r = fx
+        .portal
+        .authenticate_password("carol@client.test", "a good long passphrase")
+        .await;
+    assert!(matches!(r, Err(Error::AuthenticationFailed)), "{r:?}");
     // Re-enabled: works again.
     fx.portal
         .set_login_disabled(&fx.firm, c.login, false)
         .await
         .unwrap();
+    let r = fx
+        .portal
+        .authenticate_password("carol@client.test", "a good long passphrase")
+        .await;
+    assert_eq!(r.unwrap(), c.actor.principal);
     assert_eq!(t.list("/").await.unwrap().len(), 1);
 }
 

@@ -376,7 +376,7 @@ fn no_path_string_resolves_outside_the_principals_tree() {
     let cases: u32 = std::env::var("SDX_PATH_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(600);
+        .unwrap_or(2000);
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,

@@ -585,3 +585,106 @@ async fn portal_users_never_create_folders_staff_do() {
         &t.stat(&format!("{mp}/{CD}/Staff made")).await
     ));
 }
+
+#[tokio::test]
+async fn rename_across_folders_is_delete_at_source_plus_create_at_target() {
+    let fx = Fx::new().await;
+    let drop_box = Permissions::NONE
+        .with(Permission::List)
+        .with(Permission::Create);
+    let mt = fx
+        .portal
+        .create_matter_type(&fx.firm, "Moves", &["Shared", "Drop Box"])
+        .await
+        .unwrap();
+    fx.set_perms(mt, "Shared", fx.client, Permissions::FULL)
+        .await;
+    fx.set_perms(mt, "Drop Box", fx.client, drop_box).await;
+    let (m, mp) = fx.matter("2026-040", "Moves", mt).await;
+    let u = fx
+        .user("Carol", "carol@client.test", m, fx.client, true)
+        .await;
+    let t = u.tree(&fx.portal);
+    put(&t, &format!("{mp}/Shared/a.txt"), b"a").await.unwrap();
+    put(&t, &format!("{mp}/Drop Box/b.txt"), b"b")
+        .await
+        .unwrap();
+
+    // Shared (Delete) -> Drop Box (Create): allowed, one audit entry.
+    let (r, e) = fx
+        .audited(
+            u.login,
+            "move into drop box",
+            t.rename(
+                &format!("{mp}/Shared/a.txt"),
+                &format!("{mp}/Drop Box/a.txt"),
+                false,
+            ),
+        )
+        .await;
+    r.unwrap();
+    assert_eq!(e.outcome, Outcome::Allowed);
+    assert!(is_not_found(&t.stat(&format!("{mp}/Shared/a.txt")).await));
+    // No Read in the drop box: the user can't read it back, staff can.
+    let r = read_all(&t, &format!("{mp}/Drop Box/a.txt")).await;
+    assert!(is_denied_for(&r, Permission::Read), "{}", kind(&r));
+    assert_eq!(
+        read_all(&fx.staff_tree(), &format!("{mp}/Drop Box/a.txt"))
+            .await
+            .unwrap(),
+        b"a"
+    );
+
+    // Drop Box (no Delete) -> Shared: refused at the source, nothing moves.
+    let (r, e) = fx
+        .audited(
+            u.login,
+            "move out of drop box",
+            t.rename(
+                &format!("{mp}/Drop Box/b.txt"),
+                &format!("{mp}/Shared/b.txt"),
+                false,
+            ),
+        )
+        .await;
+    assert!(is_denied_for(&r, Permission::Delete), "{}", kind(&r));
+    assert!(matches!(e.outcome, Outcome::Denied(_)));
+    assert!(
+        fx.staff_tree()
+            .stat(&format!("{mp}/Drop Box/b.txt"))
+            .await
+            .is_ok()
+    );
+    assert!(is_not_found(
+        &fx.staff_tree().stat(&format!("{mp}/Shared/b.txt")).await
+    ));
+
+    // Onto an existing document in the drop box: needs Update there too, which it lacks.
+    put(&t, &format!("{mp}/Shared/c.txt"), b"c").await.unwrap();
+    let r = t
+        .rename(
+            &format!("{mp}/Shared/c.txt"),
+            &format!("{mp}/Drop Box/b.txt"),
+            true,
+        )
+        .await;
+    assert!(is_denied_for(&r, Permission::Update), "{}", kind(&r));
+    assert_eq!(
+        read_all(&fx.staff_tree(), &format!("{mp}/Drop Box/b.txt"))
+            .await
+            .unwrap(),
+        b"b"
+    );
+    // Documents never change matter.
+    let (m2, m2p) = fx.matter("2026-041", "Elsewhere", mt).await;
+    fx.join(&u, m2, fx.client).await;
+    let r = t
+        .rename(
+            &format!("{mp}/Shared/c.txt"),
+            &format!("{m2p}/Shared/c.txt"),
+            false,
+        )
+        .await;
+    assert!(r.is_err(), "{}", kind(&r));
+    assert!(t.stat(&format!("{mp}/Shared/c.txt")).await.is_ok());
+}

@@ -1,5 +1,5 @@
-//! The committed blob format, the wrapped data key in [`BlobRef::sealed_key`], and the staging
-//! scratch format.
+//! The committed blob format, the wrapped data key in
+//! [`BlobRef::sealed_key`](crate::blob::BlobRef::sealed_key), and the staging scratch format.
 //!
 //! **Committed blob file** `blobs/<matter:016x>/<blob id:032x>`: the plaintext cut into chunks of
 //! `C` bytes (the last one shorter, possibly empty — an empty blob is one empty chunk), each

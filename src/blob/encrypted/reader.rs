@@ -202,7 +202,7 @@ impl EncReader {
     }
 
     /// The cached plaintext for `offset..end`, if the cache covers it.
-    fn from_cache(&self, offset: u64, end: u64) -> Option<Bytes> {
+    fn cached(&self, offset: u64, end: u64) -> Option<Bytes> {
         let (first, data) = self.cache.as_ref()?;
         let start = first * self.chunks.layout.c;
         if offset < start || end > start + data.len() as u64 {
@@ -255,7 +255,7 @@ impl BlobReader for EncReader {
         let sequential = self.next == Some(offset);
         self.next = Some(end);
         let run_size = (READAHEAD / c).max(1).max(last - first + 1);
-        if self.from_cache(offset, end).is_none() {
+        if self.cached(offset, end).is_none() {
             let mut got = None;
             while let Some(run) = self.prefetch.pop_front() {
                 if run.last < first {
@@ -293,7 +293,7 @@ impl BlobReader for EncReader {
             };
             self.set_cache(run_first, data);
         }
-        let out = self.from_cache(offset, end).ok_or_else(|| {
+        let out = self.cached(offset, end).ok_or_else(|| {
             Error::Integrity("a blob chunk decrypted to an unexpected length".into())
         })?;
         if sequential {

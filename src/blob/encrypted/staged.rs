@@ -90,12 +90,15 @@ fn create_temp(dir: &Path, name: &str) -> Result<(File, TempPath)> {
     Ok((f, TempPath::new(p)))
 }
 
-struct Inflight {
+/// A batch being sealed and written.
+struct Sealing {
     data: Arc<Vec<u8>>,
-    hash: JoinHandle<digest::Context>,
-    seal: JoinHandle<Result<Vec<u8>>>,
+    task: JoinHandle<Result<Vec<u8>>>,
     bytes: u64,
 }
+
+/// Batches sealed and written concurrently (hashing is sequential and runs beside them).
+const SEAL_DEPTH: usize = 3;
 
 struct Append {
     id: BlobId,
@@ -107,12 +110,14 @@ struct Append {
     sealed: u64,
     /// Plaintext after the sealed chunks.
     pending: Vec<u8>,
+    /// The SHA-256 state, when no hash task holds it.
     hasher: Option<digest::Context>,
-    inflight: Option<Inflight>,
+    hashing: Option<JoinHandle<digest::Context>>,
+    sealing: std::collections::VecDeque<Sealing>,
     sync: Option<JoinHandle<std::io::Result<()>>>,
     unsynced: u64,
-    spare_plain: Vec<u8>,
-    spare_out: Vec<u8>,
+    spare_plain: Vec<Vec<u8>>,
+    spare_out: Vec<Vec<u8>>,
 }
 
 struct Cached {
@@ -187,7 +192,8 @@ impl EncStaged {
                     sealed: 0,
                     pending: Vec::with_capacity(cap),
                     hasher: Some(digest::Context::new(&digest::SHA256)),
-                    inflight: None,
+                    hashing: None,
+                    sealing: std::collections::VecDeque::new(),
                     sync: None,
                     unsynced: 0,
                     spare_plain: Vec::new(),
@@ -278,7 +284,7 @@ impl EncStaged {
             }
         };
         let mut a = a;
-        a.finish_inflight(u64::MAX).await?;
+        a.finish_all(u64::MAX).await?;
         a.finish_sync().await?;
         let shared = self.shared.clone();
         let r = spawn_blocking(move || -> Result<Random> {
@@ -358,7 +364,9 @@ impl EncStaged {
 }
 
 impl Append {
-    /// Hands all full chunks but the last `1..=C` pending bytes to the blocking pool.
+    /// Hands all full chunks but the last `1..=C` pending bytes to the blocking pool: one task
+    /// hashes them (after the previous batch's hash), another seals and writes them; up to
+    /// [`SEAL_DEPTH`] batches are sealed at once, so hashing never waits for the disk.
     async fn flush(&mut self, layout: Layout, flush: usize, sync_every: u64) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
@@ -367,9 +375,14 @@ impl Append {
         if k == 0 {
             return Ok(());
         }
-        self.finish_inflight(sync_every).await?;
+        if let Some(h) = self.hashing.take() {
+            self.hasher = Some(h.await?);
+        }
+        while self.sealing.len() >= SEAL_DEPTH {
+            self.finish_oldest_seal(sync_every).await?;
+        }
         let cut = (k * layout.c) as usize;
-        let mut next = std::mem::take(&mut self.spare_plain);
+        let mut next = self.spare_plain.pop().unwrap_or_default();
         next.clear();
         next.reserve(flush + layout.cu());
         next.extend_from_slice(&self.pending[cut..]);
@@ -381,38 +394,41 @@ impl Append {
             .take()
             .ok_or_else(|| Error::Storage("internal: hasher missing".into()))?;
         let d1 = data.clone();
-        let hash = spawn_blocking(move || {
+        self.hashing = Some(spawn_blocking(move || {
             hasher.update(&d1);
             hasher
-        });
+        }));
         let (d2, cc, file, first) = (
             data.clone(),
             self.cc.clone(),
             self.file.clone(),
             self.sealed,
         );
-        let out = std::mem::take(&mut self.spare_out);
-        let seal = spawn_blocking(move || seal_full_chunks(&cc, &file, &d2, first, layout, out));
+        let out = self.spare_out.pop().unwrap_or_default();
+        let task = spawn_blocking(move || seal_full_chunks(&cc, &file, &d2, first, layout, out));
         self.sealed += k;
-        self.inflight = Some(Inflight {
+        self.sealing.push_back(Sealing {
             data,
-            hash,
-            seal,
+            task,
             bytes: k * layout.stride(),
         });
         Ok(())
     }
 
-    /// Waits for the batch in flight; starts a background sync when enough is unsynced.
-    async fn finish_inflight(&mut self, sync_every: u64) -> Result<()> {
-        let Some(f) = self.inflight.take() else {
+    /// Waits for the oldest batch being sealed; starts a background sync when enough is
+    /// unsynced.
+    async fn finish_oldest_seal(&mut self, sync_every: u64) -> Result<()> {
+        let Some(f) = self.sealing.pop_front() else {
             return Ok(());
         };
-        let hasher = f.hash.await?;
-        self.hasher = Some(hasher);
-        self.spare_out = f.seal.await??;
-        if let Ok(v) = Arc::try_unwrap(f.data) {
-            self.spare_plain = v;
+        let out = f.task.await??;
+        if self.spare_out.len() < SEAL_DEPTH {
+            self.spare_out.push(out);
+        }
+        if let Ok(v) = Arc::try_unwrap(f.data)
+            && self.spare_plain.len() < SEAL_DEPTH
+        {
+            self.spare_plain.push(v);
         }
         self.unsynced += f.bytes;
         if self.unsynced >= sync_every && self.sync.as_ref().is_none_or(|s| s.is_finished()) {
@@ -420,6 +436,17 @@ impl Append {
             let file = self.file.clone();
             self.sync = Some(spawn_blocking(move || file.sync_data()));
             self.unsynced = 0;
+        }
+        Ok(())
+    }
+
+    /// Waits until everything handed out is hashed, sealed and written.
+    async fn finish_all(&mut self, sync_every: u64) -> Result<()> {
+        if let Some(h) = self.hashing.take() {
+            self.hasher = Some(h.await?);
+        }
+        while !self.sealing.is_empty() {
+            self.finish_oldest_seal(sync_every).await?;
         }
         Ok(())
     }
@@ -755,7 +782,7 @@ impl StagedBlob for EncStaged {
             let a = self.append_mode()?;
             let mut out = Vec::with_capacity((end - offset) as usize);
             if offset < sealed {
-                a.finish_inflight(sync_every).await?;
+                a.finish_all(sync_every).await?;
                 let ch = Chunks {
                     file: a.file.clone(),
                     cc: a.cc.clone(),
@@ -810,7 +837,7 @@ impl StagedBlob for EncStaged {
         match mode {
             Mode::Failed(w) => Err(failed(&w)),
             Mode::Append(mut a) => {
-                a.finish_inflight(u64::MAX).await?;
+                a.finish_all(u64::MAX).await?;
                 a.finish_sync().await?;
                 spawn_blocking(move || -> Result<BlobRef> {
                     let mut a = *a;
@@ -830,7 +857,7 @@ impl StagedBlob for EncStaged {
                     };
                     let cut = k * layout.cu();
                     let mut out = if k > 0 {
-                        let out = std::mem::take(&mut a.spare_out);
+                        let out = a.spare_out.pop().unwrap_or_default();
                         seal_full_chunks(&a.cc, &a.file, &pending[..cut], a.sealed, layout, out)?
                     } else {
                         Vec::new()
@@ -880,7 +907,7 @@ impl StagedBlob for EncStaged {
             Mode::Failed(_) => Ok(()),
             Mode::Append(mut a) => {
                 // Let the batch in flight finish so nothing writes to the file after removal.
-                let _ = a.finish_inflight(u64::MAX).await;
+                let _ = a.finish_all(u64::MAX).await;
                 let _ = a.finish_sync().await;
                 spawn_blocking(move || a.path.remove_now()).await?;
                 Ok(())
