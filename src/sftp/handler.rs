@@ -135,6 +135,76 @@ pub fn attrs_of(e: &Entry) -> FileAttributes {
     a
 }
 
+/// Seconds since the Unix epoch, now.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `(year, month 1..=12, day 1..=31)` of a day counted from 1970-01-01 (proleptic Gregorian).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        year,
+        u32::try_from(month).unwrap_or(1),
+        u32::try_from(day).unwrap_or(1),
+    )
+}
+
+/// The `ls -l` line OpenSSH's `sftp-server` sends as a directory entry's longname, e.g.
+/// `-rw-------    1 portal   portal     300000 Nov 23 22:24 a.bin` (dates in UTC; the year instead of
+/// the time for dates more than six months from `now`). Clients show it verbatim (`sftp ls -l`), and
+/// FileZilla decides from its first character whether an entry is a folder (`d`) or a file (`-`).
+pub fn longname(e: &Entry, now: u64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let attrs = attrs_of(e);
+    let mode = attrs.permissions.unwrap_or(0);
+    let mut m = String::with_capacity(10);
+    m.push(if e.is_dir() { 'd' } else { '-' });
+    for shift in [6u32, 3, 0] {
+        let b = (mode >> shift) & 7;
+        m.push(if b & 4 != 0 { 'r' } else { '-' });
+        m.push(if b & 2 != 0 { 'w' } else { '-' });
+        m.push(if b & 1 != 0 { 'x' } else { '-' });
+    }
+    let secs = e.modified / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let (year, month, day) = civil_from_days(days);
+    let month = MONTHS
+        .get(month.saturating_sub(1) as usize)
+        .copied()
+        .unwrap_or("Jan");
+    const HALF_YEAR: u64 = 365 * 24 * 3600 / 2;
+    let recent = secs <= now.saturating_add(3600) && now.saturating_sub(secs) < HALF_YEAR;
+    let when = if recent {
+        let in_day = secs % 86_400;
+        format!(
+            "{month} {day:>2} {:02}:{:02}",
+            in_day / 3600,
+            (in_day % 3600) / 60
+        )
+    } else {
+        format!("{month} {day:>2}  {year}")
+    };
+    let links = if e.is_dir() { 2 } else { 1 };
+    format!(
+        "{m} {links:>4} {:<8} {:<8} {:>8} {when} {}",
+        "portal", "portal", e.len, e.name
+    )
+}
+
 fn ok(id: u32) -> Status {
     Status {
         id,
@@ -226,9 +296,16 @@ impl russh_sftp::server::Handler for PortalSftp {
                     return Err(StatusCode::Eof.into());
                 }
                 let end = (*next + DIR_PAGE).min(entries.len());
-                let files = entries[*next..end]
+                let now = now_secs();
+                let files = entries
+                    .get(*next..end)
+                    .unwrap_or_default()
                     .iter()
-                    .map(|e| File::new(e.name.clone(), attrs_of(e)))
+                    .map(|e| File {
+                        filename: e.name.clone(),
+                        longname: longname(e, now),
+                        attrs: attrs_of(e),
+                    })
                     .collect();
                 *next = end;
                 Ok(Name { id, files })
@@ -469,5 +546,71 @@ impl russh_sftp::server::Handler for PortalSftp {
             }
             _ => Err(StatusCode::OpUnsupported.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Permissions;
+    use crate::tree::EntryKind;
+
+    fn entry(
+        name: &str,
+        kind: EntryKind,
+        len: u64,
+        modified_secs: u64,
+        perms: Permissions,
+    ) -> Entry {
+        Entry {
+            name: name.into(),
+            kind,
+            len,
+            modified: modified_secs * 1000,
+            created: 0,
+            etag: String::new(),
+            perms,
+            sha256: None,
+            matter: None,
+            document: None,
+        }
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(59), (1970, 3, 1));
+        // 2000-02-29 (leap day of a century leap year)
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        // 2026-11-23
+        assert_eq!(civil_from_days(20_780), (2026, 11, 23));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn longnames_look_like_ls_minus_l() {
+        let rw = Permissions::NONE
+            .with(Permission::Read)
+            .with(Permission::Update);
+        // 2026-11-23 22:24:05 UTC
+        let t = 20_780 * 86_400 + 22 * 3600 + 24 * 60 + 5;
+        let f = entry("a file.bin", EntryKind::Document, 300_000, t, rw);
+        assert_eq!(
+            longname(&f, t + 60),
+            "-rw-------    1 portal   portal     300000 Nov 23 22:24 a file.bin"
+        );
+        // more than six months old: the year instead of the time
+        assert_eq!(
+            longname(&f, t + 200 * 86_400),
+            "-rw-------    1 portal   portal     300000 Nov 23  2026 a file.bin"
+        );
+        let list = Permissions::NONE.with(Permission::List);
+        let d = entry("Tax Returns", EntryKind::Folder, 0, 86_400 * 4, list);
+        let l = longname(&d, t);
+        assert!(l.starts_with("dr-x------    2 portal   portal "), "{l}");
+        assert!(l.ends_with(" Jan  5  1970 Tax Returns"), "{l}");
+        // a folder without List is still a folder (d), but not readable
+        let d = entry("Internal", EntryKind::Folder, 0, t, Permissions::NONE);
+        assert!(longname(&d, t).starts_with("d--x------ "));
     }
 }
