@@ -519,6 +519,9 @@ impl russh_sftp::server::Handler for PortalSftp {
                     .map_err(reply)?;
                 Ok(Packet::Status(ok(id)))
             }
+            // Acknowledged, but nothing is committed: an upload becomes durable and visible
+            // atomically when its handle is closed (a version per close, not per fsync). sshfs
+            // sends this on the application's fsync(); OpenSSH's `put -f` before its close.
             "fsync@openssh.com" => Ok(Packet::Status(ok(id))),
             "statvfs@openssh.com" => {
                 // A large, mostly free volume: clients only use it to decide whether to upload.
