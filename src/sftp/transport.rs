@@ -31,6 +31,8 @@
 //! mismatch", OpenSSH). The pump therefore checks each request the way russh-sftp will parse it
 //! and answers a bad one itself — `SSH_FX_BAD_MESSAGE` (or `SSH_FX_OP_UNSUPPORTED` for an unknown
 //! type) with the client's id — in request order; a packet too short to hold an id is a violation.
+//! Paths that are not UTF-8 are refused the same way: russh-sftp would silently replace the bad
+//! bytes with U+FFFD, so `caf\xe9` and `caf\xe8` (Latin-1 names) would be the same document.
 //!
 //! The transport is attached when the channel is opened, before any subsystem is requested, so
 //! that a channel which never becomes an SFTP session (a refused shell or exec) is still drained
@@ -236,6 +238,20 @@ fn check_write(mut rest: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Checks that the first `n` strings of a request body (after type and id) are UTF-8. russh-sftp
+/// would replace invalid bytes with U+FFFD, so two different names could land on one document.
+fn check_utf8_paths(mut rest: &[u8], n: usize) -> Result<(), &'static str> {
+    for _ in 0..n {
+        let (len, tail) = rest.split_at_checked(4).ok_or("truncated")?;
+        let (s, tail) = tail
+            .split_at_checked(be_u32(len)?)
+            .ok_or("string longer than the packet")?;
+        std::str::from_utf8(s).map_err(|_| "a path must be UTF-8")?;
+        rest = tail;
+    }
+    Ok(())
+}
+
 fn be_u32(b: &[u8]) -> Result<usize, &'static str> {
     let a: [u8; 4] = b.try_into().map_err(|_| "truncated")?;
     Ok(u32::from_be_bytes(a) as usize)
@@ -283,12 +299,24 @@ pub(crate) fn check_request(frame: &Bytes) -> Verdict {
             );
         }
     }
+    let rest = body.get(5..).unwrap_or_default();
     let parsed = if kind == SSH_FXP_WRITE {
-        check_write(body.get(5..).unwrap_or_default()).map_err(|e| e.to_owned())
+        check_write(rest).map_err(|e| e.to_owned())
     } else {
-        russh_sftp::protocol::Packet::try_from(&mut body.clone())
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        // Requests whose first one or two strings are paths: OPEN, LSTAT, SETSTAT, OPENDIR,
+        // REMOVE, MKDIR, RMDIR, REALPATH, STAT, READLINK; RENAME, SYMLINK.
+        let paths = match kind {
+            3 | 7 | 9 | 11 | 13..=17 | 19 => 1,
+            18 | 20 => 2,
+            _ => 0,
+        };
+        check_utf8_paths(rest, paths)
+            .map_err(|e| e.to_owned())
+            .and_then(|()| {
+                russh_sftp::protocol::Packet::try_from(&mut body.clone())
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
     };
     match parsed {
         Ok(()) => Verdict::Forward,
@@ -934,9 +962,8 @@ mod tests {
             ],
         );
         assert_eq!(check_request(&open), Verdict::Forward);
-        // russh-sftp's parser replaces invalid UTF-8 instead of failing: nothing to answer here.
-        let stat = packet(17, &[&id, &string(b"/\xff\xfe")]);
-        assert_eq!(check_request(&stat), Verdict::Forward);
+        let rename = packet(18, &[&id, &string("/é".as_bytes()), &string(b"/b")]);
+        assert_eq!(check_request(&rename), Verdict::Forward);
     }
 
     #[test]
@@ -963,6 +990,11 @@ mod tests {
         assert_eq!(status_of(&check_request(&write)).1, SSH_FX_BAD_MESSAGE);
         let write = packet(6, &[&id, &u32::MAX.to_be_bytes()]);
         assert_eq!(status_of(&check_request(&write)).1, SSH_FX_BAD_MESSAGE);
+        // paths that are not UTF-8 (russh-sftp would turn them into U+FFFD)
+        let stat = packet(17, &[&id, &string(b"/caf\xe9")]);
+        assert_eq!(status_of(&check_request(&stat)).1, SSH_FX_BAD_MESSAGE);
+        let rename = packet(18, &[&id, &string(b"/a"), &string(b"/caf\xe8")]);
+        assert_eq!(status_of(&check_request(&rename)).1, SSH_FX_BAD_MESSAGE);
         // unknown type, and a server-side packet sent by the client
         let unknown = packet(99, &[&id]);
         assert_eq!(

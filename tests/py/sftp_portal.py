@@ -180,6 +180,94 @@ def live(a):
     out({"before": before, "after": after, "transport_alive": alive})
 
 
+def escape(a):
+    """Every path form that might leave the user's tree or reach another matter. a.root is the
+    user's own matter, a.other a matter of the firm the user is not in, a.nothing a matter that
+    does not exist, a.folder a folder of a.root where the user has every permission."""
+    t, sftp = connect(a)
+    own = a.root + "/" + a.folder
+    r = {}
+
+    def ls(p):
+        return outcome(lambda: {"names": sorted(sftp.listdir(p))})
+
+    def real(p):
+        return outcome(lambda: {"path": sftp.normalize(p)})
+
+    def stat(p):
+        return outcome(lambda: {"size": sftp.stat(p).st_size})
+
+    with sftp.open(own + "/mine.txt", "w") as f:
+        f.write(b"mine")
+
+    # 1. ".." and friends are clamped at the root.
+    for p in ["/", "/..", "/../..", "../../..", ".", "", "/./../.", "//..//..//"]:
+        r["ls " + p] = ls(p)
+    for p in ["..", "/../../..", "../../etc", a.root + "/../../..", "/" + "../" * 40 + "etc"]:
+        r["realpath " + p] = real(p)
+
+    # 2. The other matter, by every spelling, and compared with one that does not exist at all.
+    for name, m in [("other", a.other), ("nothing", a.nothing)]:
+        r[name + " stat"] = stat("/" + m)
+        r[name + " ls"] = ls("/" + m)
+        r[name + " ls folder"] = ls("/" + m + "/Client Documents")
+        r[name + " get"] = get(sftp, "/" + m + "/Client Documents/secret.txt")
+        r[name + " get via .."] = get(sftp, own + "/../../../" + m + "/Client Documents/secret.txt")
+        r[name + " get upper"] = get(sftp, "/" + m.upper() + "/Client Documents/SECRET.TXT")
+        r[name + " put"] = put(sftp, "/" + m + "/Client Documents/planted.txt", b"x")
+        r[name + " put via .."] = put(sftp, own + "/../../" + m + "/Client Documents/planted2.txt", b"x")
+        r[name + " rename in"] = outcome(
+            lambda: sftp.rename(own + "/mine.txt", "/" + m + "/Client Documents/moved.txt"))
+        r[name + " posix-rename in"] = outcome(
+            lambda: sftp.posix_rename(own + "/mine.txt", "/" + m + "/Client Documents/moved.txt"))
+        r[name + " rename out"] = outcome(
+            lambda: sftp.rename("/" + m + "/Client Documents/secret.txt", own + "/stolen.txt"))
+        r[name + " rm"] = outcome(lambda: sftp.remove("/" + m + "/Client Documents/secret.txt"))
+        r[name + " setstat"] = outcome(
+            lambda: sftp.utime("/" + m + "/Client Documents/secret.txt", (1, 1)))
+        r[name + " mkdir"] = outcome(lambda: sftp.mkdir("/" + m + "/Client Documents/sub"))
+
+    # 3. Host paths.
+    for p in ["/etc/passwd", "//etc/passwd", "/proc/self/environ", "~/.ssh/authorized_keys",
+              "\\etc\\passwd", "C:\\Windows\\win.ini", "/" + a.root + "/../../../../etc/passwd"]:
+        r["host get " + p] = get(sftp, p)
+        r["host stat " + p] = stat(p)
+    r["host put"] = put(sftp, a.host_file, b"escaped")
+    r["host put via .."] = put(sftp, own + "/../../../.." + a.host_file, b"escaped")
+
+    # 4. Symbolic links.
+    r["symlink abs"] = outcome(lambda: sftp.symlink("/etc/passwd", own + "/link"))
+    r["symlink rel"] = outcome(lambda: sftp.symlink("../../../" + a.other, own + "/link2"))
+    r["readlink"] = outcome(lambda: sftp.readlink(own + "/mine.txt"))
+    r["ls after symlinks"] = ls(own)
+
+    # 5. NUL bytes.
+    r["nul ls"] = ls("/\0")
+    r["nul get"] = get(sftp, own + "/mine.txt\0.pdf")
+    r["nul put"] = put(sftp, own + "/a\0b.txt", b"x")
+    r["nul put escape"] = put(sftp, own + "/x\0/../../../" + a.other + "/Client Documents/n.txt", b"x")
+    r["nul realpath"] = real("/\0/../etc")
+
+    # 6. Overlong names and paths (within the packet limit).
+    r["long name 256"] = put(sftp, own + "/" + "n" * 252 + ".txt", b"x")
+    r["long name 10000"] = put(sftp, own + "/" + "n" * 10000, b"x")
+    r["long path 5000"] = stat("/" + "a/" * 2500)
+    r["deep path"] = stat("/" + "a/" * 40 + "b")
+    r["long path 200000"] = stat("/" + "b" * 200000)
+    r["long realpath"] = real("/" + "../" * 60000)
+    r["long rename"] = outcome(lambda: sftp.rename(own + "/mine.txt", own + "/" + "z" * 100000))
+
+    # 7. Names that are not UTF-8 (russh-sftp replaces the bad bytes).
+    r["latin1 get"] = get(sftp, own.encode() + b"/caf\xe9.txt")
+    r["latin1 put"] = put(sftp, own.encode() + b"/caf\xe9.txt", b"x")
+
+    # Still the same, working session.
+    r["final ls /"] = ls("/")
+    r["final get mine"] = get(sftp, own + "/mine.txt")
+    t.close()
+    out(r)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("command")
@@ -192,11 +280,15 @@ def main():
     p.add_argument("--root", default="/")
     p.add_argument("--folders", default="")
     p.add_argument("--folder", default="")
+    p.add_argument("--other", default="")
+    p.add_argument("--nothing", default="")
+    p.add_argument("--host-file", default="")
     a = p.parse_args()
     {
         "fs-edit": fs_edit,
         "matrix": matrix,
         "live": live,
+        "escape": escape,
     }[a.command](a)
 
 
