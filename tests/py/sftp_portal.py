@@ -268,6 +268,193 @@ def escape(a):
     out(r)
 
 
+# ---------------------------------------------------------------------------------------------
+# Replays of WinSCP and FileZilla, request by request
+
+
+def raw(sftp):
+    """Low-level requests with exactly the flags a given client sends."""
+    import paramiko
+    from paramiko.sftp import (CMD_CLOSE, CMD_EXTENDED, CMD_OPEN, CMD_REMOVE, CMD_RENAME,
+                               CMD_SETSTAT, CMD_WRITE, int64)
+
+    class Raw:
+        def open(self, path, flags):
+            t, msg = sftp._request(CMD_OPEN, path, flags, paramiko.SFTPAttributes())
+            return msg.get_binary()
+
+        def write_all(self, h, data, start=0, chunk=32768):
+            """Pipelined writes, as both clients send them."""
+            nums = []
+            for off in range(0, len(data), chunk):
+                nums.append(sftp._async_request(
+                    type(None), CMD_WRITE, h, int64(start + off), data[off:off + chunk]))
+            for n in nums:
+                sftp._read_response(n)
+
+        def close(self, h):
+            sftp._request(CMD_CLOSE, h)
+
+        def posix_rename(self, a, b):
+            sftp._request(CMD_EXTENDED, "posix-rename@openssh.com", a, b)
+
+        def rename(self, a, b):
+            sftp._request(CMD_RENAME, a, b)
+
+        def remove(self, p):
+            sftp._request(CMD_REMOVE, p)
+
+        def setstat_times(self, p, mtime, mode=None):
+            at = paramiko.SFTPAttributes()
+            at.st_atime = mtime
+            at.st_mtime = mtime
+            if mode is not None:
+                at.st_mode = mode
+            sftp._request(CMD_SETSTAT, p, at)
+
+    return Raw()
+
+
+W = 0x02  # SSH_FXF_WRITE
+APPEND = 0x04
+CREAT = 0x08
+TRUNC = 0x10
+
+
+def file_state(sftp, p):
+    def go():
+        st = sftp.stat(p)
+        with sftp.open(p, "r") as f:
+            data = f.read()
+        return {"size": st.st_size, "mtime": st.st_mtime, "sha256": sha256(data)}
+    return outcome(go)
+
+
+def winscp(a):
+    """WinSCP's upload to NAME.filepart, rename over the target, SETSTAT for the mtime; and its
+    resume of an interrupted upload (the .filepart is reopened and written from its size on)."""
+    t, sftp = connect(a)
+    r = raw(sftp)
+    d = a.root + "/" + a.folder
+    res = {}
+    mtime = 1_600_000_000
+    new = bytes(range(256)) * 1200 + b"tail"  # 307,204 bytes
+
+    # 1. Replace an existing document: .filepart, posix-rename over it, SETSTAT (mtime + mode).
+    put(sftp, d + "/report.pdf", b"old version")
+
+    def upload_over():
+        h = r.open(d + "/report.pdf.filepart", W | CREAT | TRUNC)
+        r.write_all(h, new)
+        r.close(h)
+        sftp.stat(d + "/report.pdf")  # WinSCP checks the target
+        r.posix_rename(d + "/report.pdf.filepart", d + "/report.pdf")
+        r.setstat_times(d + "/report.pdf", mtime, 0o100644)
+    res["over_posix"] = outcome(upload_over)
+    res["over_posix_state"] = file_state(sftp, d + "/report.pdf")
+    res["over_posix_filepart_left"] = outcome(lambda: sftp.stat(d + "/report.pdf.filepart") and None)
+
+    # 2. Without posix-rename (older WinSCP / option off): REMOVE the target, RENAME, SETSTAT.
+    put(sftp, d + "/b.txt", b"old b")
+
+    def upload_remove_rename():
+        h = r.open(d + "/b.txt.filepart", W | CREAT | TRUNC)
+        r.write_all(h, new[:5000])
+        r.close(h)
+        r.remove(d + "/b.txt")
+        r.rename(d + "/b.txt.filepart", d + "/b.txt")
+        r.setstat_times(d + "/b.txt", mtime + 60)
+    res["remove_rename"] = outcome(upload_remove_rename)
+    res["remove_rename_state"] = file_state(sftp, d + "/b.txt")
+
+    # 3. Resume. The first attempt is cancelled after part of the file (WinSCP closes the handle,
+    #    then the connection); the second reopens the .filepart and continues at its size.
+    big = bytes((i * 7) % 251 for i in range(400_000))
+    half = 150_000
+
+    def first_attempt():
+        h = r.open(d + "/big.iso.filepart", W | CREAT | TRUNC)
+        r.write_all(h, big[:half])
+        r.close(h)
+    res["resume_first"] = outcome(first_attempt)
+    t.close()
+
+    t, sftp = connect(a)
+    r = raw(sftp)
+
+    def second_attempt():
+        size = sftp.stat(d + "/big.iso.filepart").st_size
+        h = r.open(d + "/big.iso.filepart", W | APPEND)
+        r.write_all(h, big[size:], start=size)
+        r.close(h)
+        r.rename(d + "/big.iso.filepart", d + "/big.iso")
+        r.setstat_times(d + "/big.iso", mtime + 120)
+        return {"resumed_at": size}
+    res["resume_second"] = outcome(second_attempt)
+    res["resume_state"] = file_state(sftp, d + "/big.iso")
+
+    # 4. Resume with WRITE only (no APPEND), writing at the offset.
+    def resume_write_only():
+        h = r.open(d + "/c.bin.filepart", W | CREAT | TRUNC)
+        r.write_all(h, big[:1000])
+        r.close(h)
+        h = r.open(d + "/c.bin.filepart", W)
+        r.write_all(h, big[1000:3000], start=1000)
+        r.close(h)
+        r.rename(d + "/c.bin.filepart", d + "/c.bin")
+    res["resume_write_only"] = outcome(resume_write_only)
+    res["resume_write_only_state"] = file_state(sftp, d + "/c.bin")
+
+    res["expected"] = {
+        "new_sha256": sha256(new), "new_size": len(new),
+        "b_sha256": sha256(new[:5000]),
+        "big_sha256": sha256(big), "big_size": len(big), "half": half,
+        "c_sha256": sha256(big[:3000]),
+        "mtime": mtime,
+    }
+
+    # 5. The same upload into a folder with Create but no Delete/Update (a drop box).
+    if a.dropbox:
+        drop = a.root + "/" + a.dropbox
+
+        def dropbox_upload():
+            h = r.open(drop + "/new.pdf.filepart", W | CREAT | TRUNC)
+            r.write_all(h, new)
+            r.close(h)
+            r.rename(drop + "/new.pdf.filepart", drop + "/new.pdf")
+            r.setstat_times(drop + "/new.pdf", mtime)
+        res["dropbox"] = outcome(dropbox_upload)
+        res["dropbox_state"] = file_state(sftp, drop + "/new.pdf")
+        res["dropbox_filepart"] = outcome(lambda: {"size": sftp.stat(drop + "/new.pdf.filepart").st_size})
+    t.close()
+    out(res)
+
+
+def filezilla(a):
+    """What FileZilla reads from a listing: the longname of every entry, which its `ls -l` parser
+    turns into file/folder, size, date and name; plus its plain upload (OPEN, WRITE, CLOSE,
+    SETSTAT mtime)."""
+    import stat as st
+
+    t, sftp = connect(a)
+    r = raw(sftp)
+    listing = {}
+    for p in a.paths.split("|"):
+        listing[p] = [{"name": e.filename, "longname": e.longname, "is_dir": st.S_ISDIR(e.st_mode),
+                       "size": e.st_size, "mtime": e.st_mtime}
+                      for e in sftp.listdir_attr(p)]
+
+    def upload():
+        h = r.open(a.root + "/" + a.folder + "/fz.txt", W | CREAT | TRUNC)
+        r.write_all(h, b"filezilla")
+        r.close(h)
+        r.setstat_times(a.root + "/" + a.folder + "/fz.txt", 1_500_000_000)
+    up = outcome(upload)
+    state = file_state(sftp, a.root + "/" + a.folder + "/fz.txt")
+    t.close()
+    out({"listing": listing, "upload": up, "state": state})
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("command")
@@ -283,12 +470,16 @@ def main():
     p.add_argument("--other", default="")
     p.add_argument("--nothing", default="")
     p.add_argument("--host-file", default="")
+    p.add_argument("--dropbox", default="")
+    p.add_argument("--paths", default="/")
     a = p.parse_args()
     {
         "fs-edit": fs_edit,
         "matrix": matrix,
         "live": live,
         "escape": escape,
+        "winscp": winscp,
+        "filezilla": filezilla,
     }[a.command](a)
 
 
