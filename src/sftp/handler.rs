@@ -70,11 +70,19 @@ impl PortalSftp {
         }
     }
 
-    fn add(&mut self, o: Open) -> std::result::Result<String, StatusReply> {
+    /// Refuses a new handle when the session holds [`MAX_HANDLES`] already. Called *before* the
+    /// tree opens anything, so a refused open stages nothing and audits nothing.
+    fn check_room(&self) -> std::result::Result<(), StatusReply> {
         if self.handles.len() >= MAX_HANDLES {
-            return Err(StatusCode::Failure
-                .with_message(format!("too many open handles (at most {MAX_HANDLES})")));
+            return Err(StatusCode::Failure.with_message(format!(
+                "too many open handles (at most {MAX_HANDLES} per session): close some first"
+            )));
         }
+        Ok(())
+    }
+
+    fn add(&mut self, o: Open) -> std::result::Result<String, StatusReply> {
+        self.check_room()?;
         self.counter += 1;
         let h = format!("h{}", self.counter);
         self.handles.insert(h.clone(), o);
@@ -284,6 +292,7 @@ impl russh_sftp::server::Handler for PortalSftp {
     }
 
     async fn opendir(&mut self, id: u32, path: String) -> std::result::Result<Handle, Self::Error> {
+        self.check_room()?;
         let entries = self.tree.list(&abs(&path)).await.map_err(reply)?;
         let handle = self.add(Open::Dir { entries, next: 0 })?;
         Ok(Handle { id, handle })
@@ -321,6 +330,7 @@ impl russh_sftp::server::Handler for PortalSftp {
         pflags: OpenFlags,
         _attrs: FileAttributes,
     ) -> std::result::Result<Handle, Self::Error> {
+        self.check_room()?;
         let path = abs(&filename);
         let writing = pflags.intersects(
             OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::APPEND,

@@ -535,6 +535,7 @@ impl ChannelTransport {
         tokio::spawn(pump.run(read_half).instrument(span.clone()));
         let writer = Writer {
             write_half,
+            aborted: reader.aborted.clone(),
             reader,
             start_rx,
             cancel,
@@ -673,6 +674,9 @@ impl Pump {
 
 struct Writer {
     write_half: ChannelWriteHalf<Msg>,
+    /// Set when the writer stops: russh-sftp then sees end-of-stream instead of working through
+    /// requests whose answers can no longer be sent.
+    aborted: Arc<AtomicBool>,
     reader: FrameReader,
     start_rx: oneshot::Receiver<SftpSession>,
     cancel: CancellationToken,
@@ -686,6 +690,7 @@ impl Writer {
     async fn run(self) {
         let Writer {
             write_half,
+            aborted,
             reader,
             start_rx,
             cancel,
@@ -728,6 +733,10 @@ impl Writer {
         };
         let _ = tx.flush().await;
         drop(tx);
+        // Nothing more can reach the client: make russh-sftp stop at its next read rather than
+        // serve the requests still queued (after a normal end the queue is already empty).
+        aborted.store(true, Ordering::Release);
+        drop(source);
         match outcome {
             Some(Ok(n)) => counters.bytes_out.store(n, Ordering::Relaxed),
             Some(Err(e)) => debug!(error = %e, "sftp channel write ended"),

@@ -455,6 +455,220 @@ def filezilla(a):
     out({"listing": listing, "upload": up, "state": state})
 
 
+# ---------------------------------------------------------------------------------------------
+# Robustness: malformed packets, absurd lengths, handle exhaustion, stalled and vanished clients
+
+
+class RawSftp:
+    """An SFTP subsystem channel spoken by hand."""
+
+    def __init__(self, t):
+        import struct
+
+        self.struct = struct
+        self.ch = t.open_session(timeout=10)
+        self.ch.invoke_subsystem("sftp")
+        self.ch.settimeout(10)
+
+    def send(self, body):
+        self.ch.sendall(self.struct.pack(">I", len(body)) + body)
+
+    def recv_exact(self, n):
+        buf = b""
+        while len(buf) < n:
+            d = self.ch.recv(n - len(buf))
+            if not d:
+                raise EOFError("channel closed")
+            buf += d
+        return buf
+
+    def reply(self):
+        """(type, id, status code or None, payload) of the next packet, "timeout" or "closed"."""
+        import socket
+
+        try:
+            (n,) = self.struct.unpack(">I", self.recv_exact(4))
+            body = self.recv_exact(n)
+        except socket.timeout:
+            return "timeout"
+        except EOFError:
+            return "closed"
+        kind = body[0]
+        rid = self.struct.unpack(">I", body[1:5])[0] if len(body) >= 5 else None
+        code = self.struct.unpack(">I", body[5:9])[0] if kind == 101 and len(body) >= 9 else None
+        return {"type": kind, "id": rid, "code": code, "len": len(body)}
+
+    def s(self, b):
+        if isinstance(b, str):
+            b = b.encode()
+        return self.struct.pack(">I", len(b)) + b
+
+    def u32(self, v):
+        return self.struct.pack(">I", v)
+
+    def u64(self, v):
+        return self.struct.pack(">Q", v)
+
+    def init(self):
+        self.send(b"\x01" + self.u32(3))
+        return self.reply()
+
+    def realpath_ok(self, rid):
+        self.send(b"\x10" + self.u32(rid) + self.s("/"))
+        r = self.reply()
+        return isinstance(r, dict) and r["type"] == 104 and r["id"] == rid
+
+
+def malformed(a):
+    import paramiko
+
+    t, sftp = connect(a)
+    raw = RawSftp(t)
+    res = {"init": raw.init()}
+    doc = a.root + "/" + a.folder + "/" + a.doc
+    # a valid read handle for the handle-based cases
+    raw.send(b"\x03" + raw.u32(1) + raw.s(doc) + raw.u32(1) + raw.u32(0))
+    h = raw.reply()
+    res["open"] = h
+    # the handle string, read back from a fresh request (HANDLE packet: type, id, string)
+    raw.send(b"\x03" + raw.u32(2) + raw.s(doc) + raw.u32(1) + raw.u32(0))
+    (n,) = raw.struct.unpack(">I", raw.recv_exact(4))
+    body = raw.recv_exact(n)
+    handle = body[9:9 + raw.struct.unpack(">I", body[5:9])[0]]
+    dir_h = None
+    raw.send(b"\x0b" + raw.u32(3) + raw.s("/"))
+    (n,) = raw.struct.unpack(">I", raw.recv_exact(4))
+    body = raw.recv_exact(n)
+    dir_h = body[9:9 + raw.struct.unpack(">I", body[5:9])[0]]
+
+    cases = [
+        ("truncated open", b"\x03" + raw.u32(100) + raw.u32(1000) + b"abc"),
+        ("unknown type", b"\x63" + raw.u32(101)),
+        ("client status", b"\x65" + raw.u32(102) + raw.u32(0)),
+        ("client data", b"\x67" + raw.u32(103) + raw.s("x")),
+        ("write data too long", b"\x06" + raw.u32(104) + raw.s(handle) + raw.u64(0) + raw.u32(1 << 30) + b"xx"),
+        ("write no offset", b"\x06" + raw.u32(105) + raw.s(handle) + b"\x00\x00"),
+        ("string len 4G", b"\x10" + raw.u32(106) + raw.u32(0xFFFFFFFF)),
+        ("open attr flags garbage", b"\x03" + raw.u32(107) + raw.s("/x") + raw.u32(1) + raw.u32(0xFFFFFFFF)),
+        ("posix-rename one path", b"\xc8" + raw.u32(108) + raw.s("posix-rename@openssh.com") + raw.s("/a")),
+        ("unknown extension", b"\xc8" + raw.u32(109) + raw.s("evil@example.com") + b"\x00" * 64),
+        ("read absurd length", b"\x05" + raw.u32(110) + raw.s(handle) + raw.u64(0) + raw.u32(0xFFFFFFFF)),
+        ("read absurd offset", b"\x05" + raw.u32(111) + raw.s(handle) + raw.u64(1 << 63) + raw.u32(4096)),
+        ("write on read handle", b"\x06" + raw.u32(112) + raw.s(handle) + raw.u64(0) + raw.s("x")),
+        ("read on dir handle", b"\x05" + raw.u32(113) + raw.s(dir_h) + raw.u64(0) + raw.u32(10)),
+        ("bogus handle", b"\x05" + raw.u32(114) + raw.s("h999999") + raw.u64(0) + raw.u32(10)),
+        ("huge handle", b"\x04" + raw.u32(115) + raw.s("h" * 100000)),
+        ("second init", b"\x01" + raw.u32(3)),
+        ("non-utf8 path", b"\x11" + raw.u32(116) + raw.s(b"/\xff\xfe")),
+    ]
+    for name, pkt in cases:
+        raw.send(pkt)
+        res[name] = raw.reply()
+        res[name + " then"] = raw.realpath_ok(900)
+    # Fatal cases, each on its own channel: the session closes without a flood of replies,
+    # the connection and the server carry on.
+    for name, pkt in [
+        ("too short for an id", b"\x03\x00\x00"),
+        ("length 4G", None),
+        ("length zero", b""),
+    ]:
+        r2 = RawSftp(t)
+        r2.init()
+        if pkt is None:
+            r2.ch.sendall(r2.u32(0xFFFFFFFF) + b"\x03" + b"\x00" * 100)
+        else:
+            r2.send(pkt)
+        got = []
+        while True:
+            x = r2.reply()
+            got.append(x)
+            if not isinstance(x, dict) or len(got) > 5:
+                break
+        res[name] = got
+    res["same connection after"] = outcome(lambda: {"names": sorted(sftp.listdir("/"))})
+    t.close()
+    t2, sftp2 = connect(a)
+    res["new connection after"] = outcome(lambda: {"names": sorted(sftp2.listdir("/"))})
+    t2.close()
+    out(res)
+
+
+def handles(a):
+    """Open read handles until the server refuses; close one, open again; close all."""
+    t, sftp = connect(a)
+    doc = a.root + "/" + a.folder + "/" + a.doc
+    files = []
+    refusal = None
+    for _ in range(a.count):
+        try:
+            files.append(sftp.open(doc, "r"))
+        except IOError as e:
+            refusal = str(e)
+            break
+    opened = len(files)
+    dir_refusal = outcome(lambda: sftp.listdir("/") and None)
+    files.pop().close()
+    again = outcome(lambda: files.append(sftp.open(doc, "r")))
+    for f in files:
+        f.close()
+    after = outcome(lambda: {"names": sorted(sftp.listdir("/"))})
+    t.close()
+    out({"opened": opened, "refusal": refusal, "listdir_when_full": dir_refusal,
+         "reopen_after_close": again, "listdir_after_closing": after})
+
+
+def vanish(a):
+    """Start an upload and a download, then drop the TCP connection without a word."""
+    t, sftp = connect(a)
+    d = a.root + "/" + a.folder
+    f = sftp.open(d + "/vanished.bin", "w")
+    f.write(b"x" * 200000)
+    f.flush()
+    g = sftp.open(d + "/" + a.doc, "r")
+    g.prefetch()
+    g.read(10)
+    t.sock.close()  # no channel close, no disconnect message
+    out({"vanished": True})
+
+
+def stall(a):
+    """Ask for far more data than the SSH window allows and never read it; then hang up."""
+    import time
+
+    t, sftp = connect(a)
+    raw = RawSftp(t)
+    raw.init()
+    doc = a.root + "/" + a.folder + "/" + a.doc
+    raw.send(b"\x03" + raw.u32(1) + raw.s(doc) + raw.u32(1) + raw.u32(0))
+    (n,) = raw.struct.unpack(">I", raw.recv_exact(4))
+    body = raw.recv_exact(n)
+    handle = body[9:9 + raw.struct.unpack(">I", body[5:9])[0]]
+    asked = 0
+    for i in range(a.count):
+        raw.send(b"\x05" + raw.u32(10 + i) + raw.s(handle) + raw.u64(i * 262144) + raw.u32(262144))
+        asked += 262144
+    print("STALLED %d" % asked, flush=True)
+    sys.stdin.readline()
+    t.close()
+    out({"asked": asked})
+
+
+def idle(a):
+    """Say nothing for a while on an open SFTP session; then a new client."""
+    import time
+
+    t, sftp = connect(a)
+    before = sorted(sftp.listdir("/"))
+    time.sleep(a.seconds)
+    alive = t.is_active()
+    after_idle = outcome(lambda: sftp.listdir("/") and None) if alive else "transport closed"
+    t.close()
+    t2, sftp2 = connect(a)
+    new = sorted(sftp2.listdir("/"))
+    t2.close()
+    out({"before": before, "active_after_idle": alive, "after_idle": after_idle, "new_client": new})
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("command")
@@ -472,6 +686,9 @@ def main():
     p.add_argument("--host-file", default="")
     p.add_argument("--dropbox", default="")
     p.add_argument("--paths", default="/")
+    p.add_argument("--doc", default="")
+    p.add_argument("--count", type=int, default=300)
+    p.add_argument("--seconds", type=float, default=3.0)
     a = p.parse_args()
     {
         "fs-edit": fs_edit,
@@ -480,6 +697,11 @@ def main():
         "escape": escape,
         "winscp": winscp,
         "filezilla": filezilla,
+        "malformed": malformed,
+        "handles": handles,
+        "vanish": vanish,
+        "stall": stall,
+        "idle": idle,
     }[a.command](a)
 
 
