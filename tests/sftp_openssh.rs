@@ -234,3 +234,102 @@ async fn openssh_sftp_wrong_password_is_refused() {
     );
     srv.stop().await;
 }
+
+/// Rough figures through the whole stack (encrypted on-disk portal, audit, OpenSSH `sftp`): one
+/// 64 MiB file and 300 files of 4 KiB, up and down. The benchmark proper is `bench/`'s script;
+/// this shows where the SFTP front end stands. Run:
+/// `cargo test --release --test sftp_openssh -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_openssh_through_the_portal() {
+    if !(which("sftp").await && have("sshpass", &["-V"]).await) {
+        return;
+    }
+    let data_dir = tempfile::tempdir().unwrap();
+    let key = sdx_portal::crypto::MasterKey::random().unwrap();
+    let portal = sdx_portal::PortalBuilder::new(data_dir.path())
+        .key_provider(std::sync::Arc::new(key))
+        .open()
+        .await
+        .unwrap();
+    let srv = PortalServer::start_on(portal, |b| b).await;
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path().display().to_string();
+    std::fs::create_dir(work.path().join("small")).unwrap();
+    std::fs::create_dir(work.path().join("back")).unwrap();
+    for i in 0..300u32 {
+        std::fs::write(
+            work.path().join(format!("small/f{i:04}.bin")),
+            pattern(4096, i as u8),
+        )
+        .unwrap();
+    }
+    let big = pattern(64 << 20, 7);
+    std::fs::write(work.path().join("big.bin"), &big).unwrap();
+    let tr = format!("{MATTER}/Client Documents/Tax Returns");
+    let phases = [
+        (
+            "put 64 MiB",
+            format!("put {w}/big.bin \"{tr}/big.bin\"\n"),
+            64.0,
+        ),
+        (
+            "get 64 MiB",
+            format!("get \"{tr}/big.bin\" {w}/big.back\n"),
+            64.0,
+        ),
+        (
+            "put 300 x 4 KiB",
+            format!("cd \"{tr}\"\nput {w}/small/*\n"),
+            300.0,
+        ),
+        (
+            "get 300 x 4 KiB",
+            format!("cd \"{tr}\"\nget f0* {w}/back/\n"),
+            300.0,
+        ),
+    ];
+    for (name, script, amount) in phases {
+        let file = work.path().join("batch");
+        std::fs::write(&file, script).unwrap();
+        let t0 = Instant::now();
+        let out = run(
+            &mut sftp_batch(srv.port(), USER, PASSWORD, &file),
+            Duration::from_secs(600),
+        )
+        .await;
+        let secs = t0.elapsed().as_secs_f64();
+        assert!(out.status.success(), "{name}: {}", out.text());
+        let unit = if name.contains("MiB") {
+            "MiB/s"
+        } else {
+            "files/s"
+        };
+        eprintln!(
+            "{name}: {secs:.2} s, {:.1} {unit} (incl. ~0.2 s connect)",
+            amount / secs
+        );
+    }
+    assert_eq!(std::fs::read(work.path().join("big.back")).unwrap(), big);
+    // What the portal recorded, per action (each one a durable write).
+    let staff = Actor::api(Principal::Staff(srv.demo.staff));
+    let entries = srv
+        .portal
+        .audit_query(
+            &staff,
+            AuditFilter {
+                login: Some(srv.demo.client),
+                limit: Some(100_000),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut by_action = std::collections::BTreeMap::new();
+    for e in &entries {
+        *by_action.entry(format!("{:?}", e.action)).or_insert(0) += 1;
+    }
+    let (commits, jobs) = srv.portal.store().stats();
+    eprintln!("audit entries by action: {by_action:?}; store commits {commits}, jobs {jobs}");
+    srv.stop().await;
+}

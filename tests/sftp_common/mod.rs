@@ -36,8 +36,16 @@ impl PortalServer {
     pub async fn start_with(
         tune: impl FnOnce(SftpServerBuilder<Principal>) -> SftpServerBuilder<Principal>,
     ) -> PortalServer {
-        init_tracing();
         let portal = Portal::in_memory().await.expect("in-memory portal");
+        Self::start_on(portal, tune).await
+    }
+
+    /// `portal`, given the demo set-up, behind a server tuned by `tune`.
+    pub async fn start_on(
+        portal: Portal,
+        tune: impl FnOnce(SftpServerBuilder<Principal>) -> SftpServerBuilder<Principal>,
+    ) -> PortalServer {
+        init_tracing();
         let demo = demo::provision(&portal).await.expect("demo set-up");
         let key = HostKey::generate_ephemeral().expect("host key");
         let builder =
