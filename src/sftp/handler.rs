@@ -8,6 +8,13 @@
 //! Paths: relative paths are taken from `/`; `realpath` always answers an absolute, canonical path.
 //! Uploads commit atomically on `close`; out-of-order writes (OpenSSH and rclone keep many in
 //! flight) land in the staged copy at their offsets.
+//!
+//! POSIX meanings kept where clients rely on them: an open without `SSH_FXF_CREAT` needs an
+//! existing document (read+write opens by sshfs edit it in place, from its current content); with
+//! `SSH_FXF_APPEND` every write goes to the end; `SETSTAT` with a size (truncate of a closed file)
+//! commits a new version of that length; `REMOVE` never takes a folder and `RMDIR` never a
+//! document; directory listings carry `ls -l` longnames ([`longname`]). Each session holds at most
+//! [`MAX_HANDLES`] handles, checked before anything is opened.
 
 use crate::Error;
 use crate::model::Permission;
@@ -35,7 +42,8 @@ pub fn status_of(e: &Error) -> StatusReply {
         | Error::AuthenticationFailed
         | Error::LockedOut { .. } => StatusCode::PermissionDenied,
         Error::NotFound(_) => StatusCode::NoSuchFile,
-        Error::InvalidName { .. } | Error::Invalid(_) => StatusCode::BadMessage,
+        // A name the portal can't hold: the request itself is unacceptable.
+        Error::InvalidName { .. } => StatusCode::BadMessage,
         _ => StatusCode::Failure,
     };
     code.with_message(e.to_string())
@@ -48,8 +56,15 @@ fn reply(e: Error) -> StatusReply {
 
 enum Open {
     Read(Box<ReadHandle>),
-    Write(Box<Upload>),
-    Dir { entries: Vec<Entry>, next: usize },
+    /// An upload; `append`: the client opened with `SSH_FXF_APPEND` (every write goes to the end).
+    Write {
+        up: Box<Upload>,
+        append: bool,
+    },
+    Dir {
+        entries: Vec<Entry>,
+        next: usize,
+    },
 }
 
 /// One SFTP session of one authenticated principal.
@@ -276,7 +291,7 @@ impl russh_sftp::server::Handler for PortalSftp {
     async fn fstat(&mut self, id: u32, handle: String) -> std::result::Result<Attrs, Self::Error> {
         let attrs = match self.get(&handle)? {
             Open::Read(h) => attrs_of(h.entry()),
-            Open::Write(u) => {
+            Open::Write { up: u, .. } => {
                 let mut a = FileAttributes::empty();
                 a.size = Some(u.len());
                 a.permissions = Some(FileMode::REG.bits() | 0o600);
@@ -341,8 +356,17 @@ impl russh_sftp::server::Handler for PortalSftp {
                 create_new: pflags.contains(OpenFlags::EXCLUDE),
             };
             let mut up = self.tree.open_write(&path, opts).await.map_err(reply)?;
+            if !pflags.contains(OpenFlags::CREATE) && !up.is_update() {
+                // Without SSH_FXF_CREAT the file must exist (sshfs, WinSCP's resume).
+                let _ = up.abort().await;
+                return Err(StatusCode::NoSuchFile
+                    .with_message(format!("{path}: no such document (open without create)")));
+            }
             up.set_create_new(opts.create_new);
-            Open::Write(Box::new(up))
+            Open::Write {
+                up: Box::new(up),
+                append: pflags.contains(OpenFlags::APPEND),
+            }
         } else {
             Open::Read(Box::new(self.tree.open_read(&path).await.map_err(reply)?))
         };
@@ -360,7 +384,7 @@ impl russh_sftp::server::Handler for PortalSftp {
         let n = len.min(MAX_READ) as usize;
         let data = match self.get(&handle)? {
             Open::Read(h) => h.read_at(offset, n).await.map_err(reply)?,
-            Open::Write(u) => u.read_at(offset, n).await.map_err(reply)?,
+            Open::Write { up: u, .. } => u.read_at(offset, n).await.map_err(reply)?,
             Open::Dir { .. } => {
                 return Err(StatusCode::Failure.with_message("a directory can't be read"));
             }
@@ -382,8 +406,9 @@ impl russh_sftp::server::Handler for PortalSftp {
         data: Vec<u8>,
     ) -> std::result::Result<Status, Self::Error> {
         match self.get(&handle)? {
-            Open::Write(u) => {
-                let r = if offset == u.len() {
+            Open::Write { up: u, append } => {
+                // SSH_FXF_APPEND: the offset is ignored, data goes to the end (as OpenSSH does).
+                let r = if *append || offset == u.len() {
                     u.write(&data).await
                 } else {
                     u.write_at(offset, &data).await
@@ -400,7 +425,7 @@ impl russh_sftp::server::Handler for PortalSftp {
 
     async fn close(&mut self, id: u32, handle: String) -> std::result::Result<Status, Self::Error> {
         match self.handles.remove(&handle) {
-            Some(Open::Write(u)) => u.commit().await.map(|_| ok(id)).map_err(reply),
+            Some(Open::Write { up: u, .. }) => u.commit().await.map(|_| ok(id)).map_err(reply),
             Some(_) => Ok(ok(id)),
             None => Err(StatusCode::Failure.with_message("no such handle")),
         }
@@ -411,19 +436,24 @@ impl russh_sftp::server::Handler for PortalSftp {
         id: u32,
         filename: String,
     ) -> std::result::Result<Status, Self::Error> {
-        self.tree
-            .delete(&abs(&filename))
-            .await
-            .map(|_| ok(id))
-            .map_err(reply)
+        // REMOVE is for files: the tree's delete of a folder (staff) takes everything in it.
+        let path = abs(&filename);
+        if let Ok(e) = self.tree.stat(&path).await
+            && e.is_dir()
+        {
+            return Err(StatusCode::Failure.with_message(format!("{path} is a folder: use rmdir")));
+        }
+        self.tree.delete(&path).await.map(|_| ok(id)).map_err(reply)
     }
 
     async fn rmdir(&mut self, id: u32, path: String) -> std::result::Result<Status, Self::Error> {
-        self.tree
-            .delete(&abs(&path))
-            .await
-            .map(|_| ok(id))
-            .map_err(reply)
+        // RMDIR is for folders only: never let it trash a document.
+        let path = abs(&path);
+        let e = self.tree.stat(&path).await.map_err(reply)?;
+        if !e.is_dir() {
+            return Err(StatusCode::Failure.with_message(format!("{path} is not a folder")));
+        }
+        self.tree.delete(&path).await.map(|_| ok(id)).map_err(reply)
     }
 
     async fn mkdir(
@@ -459,11 +489,32 @@ impl russh_sftp::server::Handler for PortalSftp {
         path: String,
         attrs: FileAttributes,
     ) -> std::result::Result<Status, Self::Error> {
+        let path = abs(&path);
+        if let Some(len) = attrs.size {
+            // truncate(2) of a file that isn't open (sshfs, `truncate -s`): a new version of that
+            // length, committed at once. Needs Update, like any change of content.
+            let opts = WriteOptions {
+                truncate: len == 0,
+                create_new: false,
+            };
+            let mut up = self.tree.open_write(&path, opts).await.map_err(reply)?;
+            if !up.is_update() {
+                let _ = up.abort().await;
+                return Err(
+                    StatusCode::NoSuchFile.with_message(format!("{path}: no such document"))
+                );
+            }
+            if len != 0 {
+                up.set_len(len).await.map_err(reply)?;
+            }
+            if let Some(m) = attrs.mtime {
+                up.set_modified(u64::from(m) * 1000);
+            }
+            up.commit().await.map_err(reply)?;
+            return Ok(ok(id));
+        }
         if let Some(m) = attrs.mtime {
-            let r = self
-                .tree
-                .set_modified(&abs(&path), u64::from(m) * 1000)
-                .await;
+            let r = self.tree.set_modified(&path, u64::from(m) * 1000).await;
             // Keeping a date is a courtesy: a refusal to set it must not fail the client's upload.
             if let Err(e) = r
                 && !e.is_denied()
@@ -480,13 +531,22 @@ impl russh_sftp::server::Handler for PortalSftp {
         handle: String,
         attrs: FileAttributes,
     ) -> std::result::Result<Status, Self::Error> {
-        if let Open::Write(u) = self.get(&handle)? {
-            if let Some(len) = attrs.size {
-                u.set_len(len).await.map_err(reply)?;
+        match self.get(&handle)? {
+            Open::Write { up: u, .. } => {
+                if let Some(len) = attrs.size {
+                    u.set_len(len).await.map_err(reply)?;
+                }
+                if let Some(m) = attrs.mtime {
+                    u.set_modified(u64::from(m) * 1000);
+                }
             }
-            if let Some(m) = attrs.mtime {
-                u.set_modified(u64::from(m) * 1000);
+            // ftruncate(2) of a file opened for reading only.
+            _ if attrs.size.is_some() => {
+                return Err(StatusCode::PermissionDenied
+                    .with_message("the file was not opened for writing"));
             }
+            // Times on a read or directory handle: harmless, ignored.
+            _ => {}
         }
         Ok(ok(id))
     }

@@ -643,6 +643,8 @@ def stall(a):
     (n,) = raw.struct.unpack(">I", raw.recv_exact(4))
     body = raw.recv_exact(n)
     handle = body[9:9 + raw.struct.unpack(">I", body[5:9])[0]]
+    print("OPEN", flush=True)  # logged in, file open: the test takes its baseline now
+    sys.stdin.readline()
     asked = 0
     for i in range(a.count):
         raw.send(b"\x05" + raw.u32(10 + i) + raw.s(handle) + raw.u64(i * 262144) + raw.u32(262144))
