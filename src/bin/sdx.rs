@@ -14,7 +14,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the portal's WebDAV front end. With --demo, create (or reuse) a demo portal first.
+    /// Run the portal's WebDAV and SFTP front ends. With --demo, create (or reuse) a demo portal first.
     Serve {
         /// Create or reuse the demo portal in the data dir (default ./sdx-demo).
         #[arg(long)]
@@ -25,6 +25,9 @@ enum Cmd {
         /// WebDAV listen address.
         #[arg(long, default_value = "127.0.0.1:8443")]
         webdav: SocketAddr,
+        /// SFTP listen address (host key kept in DATA/ssh_host_ed25519_key).
+        #[arg(long, default_value = "127.0.0.1:2222")]
+        sftp: SocketAddr,
         /// TLS certificate (PEM). Without --tls-cert/--tls-key a self-signed one is made in the data dir.
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -84,6 +87,7 @@ async fn serve(
     demo_mode: bool,
     data: Option<PathBuf>,
     webdav: SocketAddr,
+    sftp: SocketAddr,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     insecure_http: bool,
@@ -136,10 +140,29 @@ async fn serve(
         demo::DEMO_CLIENT_EMAIL,
         demo::DEMO_PASSWORD
     );
+    let host_key = sdx_portal::sftp::HostKey::load_or_generate(dir.join("ssh_host_ed25519_key"))
+        .await
+        .map_err(err)?;
+    let sftp_server = sdx_portal::sftp::mount::builder(&portal, host_key, sftp)
+        .start()
+        .await
+        .map_err(|e| format!("can't start SFTP on {sftp}: {e}"))?;
+    let sftp_addr = sftp_server.local_addr();
+    say!("SFTP: sftp://{sftp_addr}");
+    say!("  host key fingerprint: {}", sftp_server.fingerprint());
+    say!(
+        "  try:   sftp -P {} '{}'@{}",
+        sftp_addr.port(),
+        demo::DEMO_CLIENT_EMAIL,
+        sftp_addr.ip()
+    );
     say!("Press Ctrl-C to stop.");
     stop.wait().await;
     eprintln!("stopping: finishing requests in flight");
-    server.shutdown().await.map_err(err)?;
+    sftp_server.shutdown();
+    let (w, s) = tokio::join!(server.shutdown(), sftp_server.wait());
+    w.map_err(err)?;
+    s.map_err(err)?;
     Ok(())
 }
 
@@ -179,10 +202,11 @@ async fn run(cli: Cli) -> Result<(), String> {
             demo,
             data,
             webdav,
+            sftp,
             tls_cert,
             tls_key,
             insecure_http,
-        } => serve(demo, data, webdav, tls_cert, tls_key, insecure_http).await,
+        } => serve(demo, data, webdav, sftp, tls_cert, tls_key, insecure_http).await,
         Cmd::AuditVerify { data } => {
             let portal = open_portal(&data, false).await?;
             let r = portal.audit_verify(&Actor::system()).await.map_err(err)?;
