@@ -235,3 +235,15 @@ pub fn propfind(user: &str, pass: &str, url: &str) -> String {
     let o = curl(user, pass, &["-X", "PROPFIND", "-H", "Depth: 1", url]);
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// Runs `sdx ARGS` under `timeout 60` (for commands that must end on their own), logging errors
+/// only (so stderr holds just what the command itself says).
+pub fn run_limited(args: &[&str]) -> Output {
+    Command::new("timeout")
+        .env("SDX_LOG", "error")
+        .arg("60")
+        .arg(env!("CARGO_BIN_EXE_sdx"))
+        .args(args)
+        .output()
+        .expect("running timeout sdx")
+}
