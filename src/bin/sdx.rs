@@ -204,7 +204,8 @@ enum AuditCmd {
         /// Only this login's actions (email).
         #[arg(long)]
         user: Option<String>,
-        /// Only entries since: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS] (UTC) or a duration (7d, 12h).
+        /// Only entries since: YYYY-MM-DD, YYYY-MM-DDTHH:MM or YYYY-MM-DDTHH:MM:SS (UTC), or a
+        /// duration back from now (7d, 12h, 30m).
         #[arg(long)]
         since: Option<String>,
     },
