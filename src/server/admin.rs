@@ -729,7 +729,166 @@ async fn key_rotate(ctx: &AdminCtx, new_key: Option<PathBuf>, o: &Output) -> Res
 
 #[cfg(test)]
 mod tests {
-    use super::csv_field;
+    use super::*;
+    use crate::config::KeySource;
+    use std::sync::Arc;
+
+    async fn ctx() -> AdminCtx {
+        let db = Arc::new(crate::store::memory_database().unwrap());
+        let master = crate::crypto::MasterKey::random().unwrap();
+        let keyring = crate::crypto::Keyring::open(db.clone(), &master).unwrap();
+        let portal = crate::Portal::start(
+            db,
+            Arc::new(keyring.sealer()),
+            Arc::new(crate::blob::mem::MemBlobStore::default()),
+            None,
+        )
+        .await
+        .unwrap();
+        let file = r#"
+[firm]
+participant_types = ["Client", "Expert"]
+[[matter_types]]
+name = "General"
+folders = ["Docs"]
+[matter_types.portal."Docs"]
+Client = ["list"]
+[[contacts]]
+key = "a"
+name = "A"
+email = "a@x.test"
+[[contacts]]
+key = "b"
+name = "B"
+email = "b@x.test"
+[[matters]]
+number = "M-1"
+title = "One"
+matter_type = "General"
+participants = [ { contact = "a", type = "Client" }, { contact = "a", type = "Expert" } ]
+"#;
+        crate::provision::apply_text(&portal, &Actor::system(), file, false)
+            .await
+            .unwrap();
+        AdminCtx::new(
+            Opened {
+                portal,
+                keyring,
+                data: PathBuf::from("/nonexistent"),
+                key: KeySource::Env("UNUSED".into()),
+            },
+            false,
+        )
+    }
+
+    async fn exec(ctx: &AdminCtx, req: AdminRequest) -> (Result<(), Failure>, Vec<Frame>) {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let r = execute(ctx, req, &tx).await;
+        drop(tx);
+        let mut frames = Vec::new();
+        while let Some(f) = rx.recv().await {
+            frames.push(f);
+        }
+        (r, frames)
+    }
+
+    fn grant(contact: &str, t: Option<&str>) -> AdminRequest {
+        AdminRequest::Grant {
+            matter: "M-1".into(),
+            contact: contact.into(),
+            participant_type: t.map(str::to_string),
+        }
+    }
+
+    #[tokio::test]
+    async fn grant_needs_a_type_only_when_it_is_ambiguous_or_new() {
+        let ctx = ctx().await;
+        let (r, _) = exec(&ctx, grant("a@x.test", None)).await;
+        let e = r.unwrap_err().0;
+        assert!(e.contains("as Client and Expert: give --type"), "{e}");
+        let (r, out) = exec(&ctx, grant("a@x.test", Some("client"))).await;
+        r.unwrap();
+        assert!(
+            matches!(&out[0], Frame::Out(l) if l.starts_with("granted a@x.test (Client) portal access to M-1")),
+            "{out:?}"
+        );
+        let (r, out) = exec(&ctx, grant("a@x.test", Some("Client"))).await;
+        r.unwrap();
+        assert!(
+            matches!(&out[0], Frame::Out(l) if l.contains("already has")),
+            "{out:?}"
+        );
+        // b is not a participant: without a type that's an error, with one they are added.
+        let (r, _) = exec(&ctx, grant("b@x.test", None)).await;
+        assert!(r.unwrap_err().0.contains("give --type to add them"));
+        exec(&ctx, grant("b@x.test", Some("Expert")))
+            .await
+            .0
+            .unwrap();
+        let (r, _) = exec(&ctx, grant("nobody@x.test", Some("Expert"))).await;
+        assert!(r.unwrap_err().0.contains("no contact with email"));
+        let (r, _) = exec(
+            &ctx,
+            AdminRequest::CloseMatter {
+                matter: "M-404".into(),
+            },
+        )
+        .await;
+        assert!(r.unwrap_err().0.contains("no matter numbered M-404"));
+        let (r, out) = exec(&ctx, AdminRequest::ListMatters { json: true }).await;
+        r.unwrap();
+        let Frame::Out(l) = &out[0] else {
+            panic!("{out:?}")
+        };
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["portal_access"], 2, "{v}");
+        // Rotation without a key file needs a target.
+        let (r, _) = exec(&ctx, AdminRequest::KeyRotate { new_key: None }).await;
+        assert!(r.unwrap_err().0.contains("--new-key"));
+    }
+
+    #[tokio::test]
+    async fn key_rotation_to_a_new_file_rewraps_under_that_key() {
+        let ctx = ctx().await;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("new.key");
+        let (r, out) = exec(
+            &ctx,
+            AdminRequest::KeyRotate {
+                new_key: Some(target.clone()),
+            },
+        )
+        .await;
+        r.unwrap();
+        assert!(
+            matches!(&out[0], Frame::Out(l) if l.contains("new.key")),
+            "{out:?}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0);
+        // The database now opens with the new key only, and the portal keeps working.
+        let db = ctx.opened.keyring.database().clone();
+        assert!(
+            crate::crypto::Keyring::open(db.clone(), &crate::crypto::KeyFile::new(&target)).is_ok()
+        );
+        assert!(
+            crate::crypto::Keyring::open(db, &crate::crypto::MasterKey::random().unwrap()).is_err()
+        );
+        exec(&ctx, grant("b@x.test", Some("Client")))
+            .await
+            .0
+            .unwrap();
+        // A second rotation to the same file is refused (it exists).
+        let (r, _) = exec(
+            &ctx,
+            AdminRequest::KeyRotate {
+                new_key: Some(target),
+            },
+        )
+        .await;
+        assert!(r.unwrap_err().0.contains("exists"));
+    }
 
     #[test]
     fn csv_fields_are_quoted_and_defused() {

@@ -67,6 +67,15 @@ pub async fn start(opened: Opened, cfg: &ServerConfig) -> Result<Running, Failur
         shutdown_grace: Duration::from_secs(cfg.limits.shutdown_grace_secs),
         ..ServerLimits::default()
     };
+    // TODO(accounts): hand these to the portal once it takes a mailer and a throttle
+    // (issue 6); until then they are checked, so a bad [mail] or [lockout] fails at start.
+    if let Some(mail) = &cfg.mail {
+        crate::accounts::mailer_from_config(mail).map_err(|e| Failure(format!("[mail]: {e}")))?;
+        tracing::warn!("[mail] is checked but not used yet: this build sends no mail");
+    }
+    if cfg.lockout.is_some() {
+        tracing::warn!("[lockout] is checked but not used yet by this build");
+    }
     let addr = cfg.webdav.listen;
     // TODO(accounts): `.fallback(accounts::web::invite_pages(portal))` for /invite/ and /reset/.
     let webdav = crate::webdav::mount::builder(&portal, addr)
