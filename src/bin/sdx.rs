@@ -419,6 +419,10 @@ async fn print_demo(portal: &Portal, dir: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+fn absolute(p: &Path) -> Result<PathBuf, Failure> {
+    std::path::absolute(p).map_err(|e| Failure(format!("{}: {e}", p.display())))
+}
+
 fn since_millis(s: Option<String>) -> Result<Option<u64>, Failure> {
     s.map(|s| server::parse_time(&s, sdx_portal::model::now_millis()))
         .transpose()
@@ -557,10 +561,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             AuditCmd::Verify { data } => admin(&data, AdminRequest::AuditVerify).await,
         },
         Cmd::AuditVerify { data } => admin(&data, AdminRequest::AuditVerify).await,
+        // Paths travel to the server, which may run in another directory: make them absolute.
         Cmd::Key {
             cmd: KeyCmd::Rotate { data, new_key },
-        } => admin(&data, AdminRequest::KeyRotate { new_key }).await,
-        Cmd::Backup { data, out } => admin(&data, AdminRequest::Backup { out }).await,
+        } => {
+            let new_key = new_key.map(|p| absolute(&p)).transpose()?;
+            admin(&data, AdminRequest::KeyRotate { new_key }).await
+        }
+        Cmd::Backup { data, out } => {
+            let out = absolute(&out)?;
+            admin(&data, AdminRequest::Backup { out }).await
+        }
         Cmd::Status { data } => admin(&data, AdminRequest::Ping).await,
     }
 }

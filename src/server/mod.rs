@@ -124,6 +124,18 @@ pub async fn open_data_dir(
             )
         }));
     }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(data)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                dir = %data.display(),
+                mode = format!("{:o}", m.permissions().mode() & 0o777),
+                "the data dir is accessible by group or others: chmod 700 it"
+            );
+        }
+    }
     let provider = key.provider(data);
     let new_key = key
         .file_in(data)
