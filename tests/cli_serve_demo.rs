@@ -1,5 +1,6 @@
 //! Runs the built `sdx` binary as a user would: `serve --demo` comes up over HTTPS, the demo client
-//! lists its matter with curl, and SIGTERM stops the server cleanly.
+//! lists its matter with curl (WebDAV) and OpenSSH `sftp` (SFTP), and SIGTERM stops the server
+//! cleanly.
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -8,7 +9,15 @@ fn serve_demo_comes_up_and_the_client_lists_its_matter() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sdx"))
-        .args(["serve", "--demo", "--webdav", "127.0.0.1:0", "--data"])
+        .args([
+            "serve",
+            "--demo",
+            "--webdav",
+            "127.0.0.1:0",
+            "--sftp",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(&data)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -16,6 +25,7 @@ fn serve_demo_comes_up_and_the_client_lists_its_matter() {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut url = None;
+    let mut sftp = None;
     let mut seen = Vec::new();
     let mut lines = BufReader::new(stdout).lines();
     for line in lines.by_ref() {
@@ -23,6 +33,11 @@ fn serve_demo_comes_up_and_the_client_lists_its_matter() {
         seen.push(line.clone());
         if let Some(u) = line.strip_prefix("WebDAV: ") {
             url = Some(u.to_string());
+        }
+        if let Some(u) = line.strip_prefix("SFTP: sftp://") {
+            sftp = Some(u.to_string());
+        }
+        if line.starts_with("Press Ctrl-C") {
             break;
         }
     }
@@ -61,6 +76,29 @@ fn serve_demo_comes_up_and_the_client_lists_its_matter() {
             .mode();
         assert_eq!(mode & 0o077, 0, "key.pem is readable by others: {mode:o}");
     }
+    // The same client over SFTP, with the real OpenSSH client.
+    let sftp = sftp.unwrap_or_else(|| panic!("the server printed no SFTP address: {seen:?}"));
+    let port = sftp.rsplit(':').next().unwrap().to_string();
+    let batch = dir.path().join("batch");
+    std::fs::write(&batch, "ls -1 /\n").unwrap();
+    let out = Command::new("timeout")
+        .args(["60", "sshpass", "-p", "demo portal password", "sftp"])
+        .args(["-o", "BatchMode=no", "-o", "StrictHostKeyChecking=no"])
+        .args([
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "PubkeyAuthentication=no",
+        ])
+        .args(["-P", &port, "-b"])
+        .arg(&batch)
+        .arg("alice@client.test@127.0.0.1")
+        .output()
+        .expect("timeout, sshpass and OpenSSH sftp are required for this test");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "sftp failed: {text}");
+    assert!(text.contains("2026-001 Smith v Jones"), "{text}");
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let status = child.wait().unwrap();
