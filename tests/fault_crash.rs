@@ -321,7 +321,7 @@ fn sigkill_during_uploads_never_loses_or_tears_a_document() {
             server.kill();
             (c, s)
         } else {
-            std::thread::sleep(Duration::from_millis(rng.below(1500)));
+            std::thread::sleep(Duration::from_millis(rng.below(700)));
             server.kill();
             (finish(curl), finish(sftp))
         };
