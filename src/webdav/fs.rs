@@ -40,7 +40,11 @@ pub fn fs_error(e: &Error) -> FsError {
         Error::AlreadyExists(_) => FsError::Exists,
         Error::InvalidName { .. } | Error::Invalid(_) | Error::Conflict(_) => FsError::Forbidden,
         Error::TooLarge(_) => FsError::TooLarge,
-        Error::Io(io) if io.raw_os_error() == Some(28) => FsError::InsufficientStorage,
+        // No space (ENOSPC), over quota (EDQUOT) or a read-only file system (EROFS): the server
+        // can't store the request (507), not an unexplained internal error.
+        Error::Io(io) if matches!(io.raw_os_error(), Some(28 | 30 | 122)) => {
+            FsError::InsufficientStorage
+        }
         _ => FsError::GeneralFailure,
     }
 }

@@ -21,6 +21,8 @@ import sys
 import time
 
 import paramiko
+from paramiko.file import BufferedFile
+from paramiko.sftp import CMD_CLOSE
 
 
 def connect(port, user, password):
@@ -30,6 +32,19 @@ def connect(port, user, password):
     t.auth_timeout = 20
     t.connect(username=user, password=password)
     return t
+
+
+def checked_close(fh):
+    """Closes an SFTP file and raises if the server refused the CLOSE.
+
+    paramiko's own close() swallows every error of the CLOSE request, and the server commits an
+    upload on CLOSE: without this a failed commit would look like success.
+    """
+    fh.flush()
+    if fh.pipelined:
+        fh.sftp._finish_responses(fh)
+    BufferedFile.close(fh)  # marks it closed, so paramiko never sends its own CLOSE
+    fh.sftp._request(CMD_CLOSE, fh.handle)
 
 
 def out(line):
@@ -57,7 +72,7 @@ def cmd_upload(port, user, password, listfile):
                     if not b:
                         break
                     fh.write(b)
-                fh.close()
+                checked_close(fh)
             out("OK " + remote)
         except Exception as e:
             out("ERR %s %r" % (remote, e))
@@ -79,7 +94,7 @@ def cmd_put(port, user, password, remote, size):
             n = min(left, len(piece))
             fh.write(piece[:n])
             left -= n
-        fh.close()
+        checked_close(fh)
         out("OK")
         t.close()
     except Exception as e:
