@@ -186,6 +186,54 @@ fn is_dav_path(path: &str) -> bool {
             .is_some_and(|r| r.starts_with('/'))
 }
 
+/// Whether a `Destination` header (absolute URL or path) names something under [`DAV_PREFIX`],
+/// after percent-decoding and resolving `.`/`..` as dav-server will. dav-server 0.11 checks the
+/// prefix with a plain `starts_with`, so `/davx` passes its check and then panics (slice out of
+/// range in `DavPath`); such destinations are refused here before dav-server sees them.
+fn destination_in_prefix(value: &HeaderValue) -> bool {
+    let Ok(s) = value.to_str() else {
+        return false;
+    };
+    let path = if s.starts_with('/') {
+        s.split(['?', '#']).next().unwrap_or_default().to_string()
+    } else {
+        match s.parse::<http::Uri>() {
+            Ok(u) if u.scheme().is_some() => u.path().to_string(),
+            _ => return false,
+        }
+    };
+    let mut decoded = Vec::with_capacity(path.len());
+    let b = path.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied(), b.get(i + 2).copied()) {
+            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
+                let v = hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0);
+                decoded.push(v as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                decoded.push(c);
+                i += 1;
+            }
+        }
+    }
+    let mut segs: Vec<&[u8]> = Vec::new();
+    for seg in decoded.split(|c| *c == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                if segs.pop().is_none() {
+                    return false;
+                }
+            }
+            s => segs.push(s),
+        }
+    }
+    segs.first().is_some_and(|first| *first == &DAV_PREFIX.as_bytes()[1..])
+}
+
 fn text_response(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
     let msg = msg.into();
     let len = msg.len();
@@ -366,6 +414,14 @@ where
             Ok(p) => p,
             Err(resp) => return resp,
         };
+        if let Some(dest) = req.headers().get("destination")
+            && !destination_in_prefix(dest)
+        {
+            return text_response(
+                StatusCode::BAD_GATEWAY,
+                format!("The Destination must be a URL under {DAV_PREFIX}/ on this server.\n"),
+            );
+        }
         let who = principal.to_string();
         let mut config = self.inner.config.clone();
         if let Some(mgr) = &self.inner.locks {
@@ -713,5 +769,27 @@ async fn serve_connection<P>(
             shutdown,
             grace
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_outside_the_prefix_are_refused() {
+        let ok = |s: &str| destination_in_prefix(&HeaderValue::from_str(s).unwrap());
+        assert!(ok("/dav/a/b.txt"));
+        assert!(ok("/dav"));
+        assert!(ok("http://localhost:8443/dav/x%20y"));
+        assert!(ok("/x/../dav/a"));
+        // Found by the webdav fuzz target: dav-server panicked on these.
+        assert!(!ok("/davdata"));
+        assert!(!ok("/dav/../davx"));
+        assert!(!ok("/d%61vx/a"));
+        assert!(!ok("/other/a"));
+        assert!(!ok("/../dav/a"));
+        assert!(!ok("dav/a"));
+        assert!(!ok("https://h/davy"));
     }
 }
