@@ -9,7 +9,8 @@ Sub-commands (all connect to 127.0.0.1:PORT as USER with PASSWORD):
   put PORT USER PASS REMOTE SIZE   uploads SIZE bytes; prints "OK" or "ERR reason"
   sha PORT USER PASS REMOTE        prints the sha256 of the remote file, or "ERR reason"
   ls PORT USER PASS PATH           prints the names in PATH, one a line, or "ERR reason"
-  raw PORT USER PASS HEX           opens the sftp subsystem, sends INIT and then the raw bytes HEX,
+  raw PORT USER PASS HEX|@FILE     opens the sftp subsystem, sends INIT and then the raw bytes (HEX
+                                   or the contents of FILE),
                                    prints "RECEIVED n" and "CLOSED yes|no" after the server went
                                    quiet for 2 s (or closed the channel)
 Exit status 0 unless the script itself broke; the Rust test decides.
@@ -138,7 +139,11 @@ def cmd_raw(port, user, password, hexbytes):
     ch.settimeout(2)
     init = struct.pack(">IBI", 5, 1, 3)
     ch.sendall(init)
-    data = bytes.fromhex(hexbytes)
+    if hexbytes.startswith("@"):
+        with open(hexbytes[1:], "rb") as f:
+            data = f.read()
+    else:
+        data = bytes.fromhex(hexbytes)
     try:
         ch.sendall(data)
     except Exception:
