@@ -46,60 +46,139 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, bool)> {
     };
     vec![
         ("outer length 0", u32b(0), true),
-        ("outer length 4 GiB", cat(&[u32b(u32::MAX), vec![0x11; 64]]), true),
-        ("outer length over the limit, body sent", cat(&[u32b(300_000), vec![0x11; 300_000]]), true),
+        (
+            "outer length 4 GiB",
+            cat(&[u32b(u32::MAX), vec![0x11; 64]]),
+            true,
+        ),
+        (
+            "outer length over the limit, body sent",
+            cat(&[u32b(300_000), vec![0x11; 300_000]]),
+            true,
+        ),
         (
             "inner path length beyond the packet",
-            cat(&[s(&[17, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xf0, b'a', b'b', b'c'])]),
+            cat(&[s(&[
+                17, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xf0, b'a', b'b', b'c',
+            ])]),
             false,
         ),
         ("truncated packet (type only)", s(&[17]), false),
         ("packet without its id", s(&[3, 0, 0]), false),
         ("unknown packet type", pkt(0xee, 7, b"whatever"), false),
-        ("invalid utf-8 path", pkt(17, 2, &s(b"/\xff\xfe\xfd")), false),
-        ("invalid utf-8 upload name", pkt(3, 3, &open_w(b"/2026-001 Smith v Jones/Client Documents/Tax Returns/\xc0\xaf.txt")), false),
-        ("overlong upload name", pkt(3, 4, &open_w(format!("{DOC_DIR}/{}", "n".repeat(10_000)).as_bytes())), false),
-        ("2000-segment path", pkt(17, 5, &path(&"/a".repeat(2000))), false),
-        ("nul in path", pkt(17, 6, &path("/2026-001 Smith v Jones\0/x")), false),
+        (
+            "invalid utf-8 path",
+            pkt(17, 2, &s(b"/\xff\xfe\xfd")),
+            false,
+        ),
+        (
+            "invalid utf-8 upload name",
+            pkt(
+                3,
+                3,
+                &open_w(b"/2026-001 Smith v Jones/Client Documents/Tax Returns/\xc0\xaf.txt"),
+            ),
+            false,
+        ),
+        (
+            "overlong upload name",
+            pkt(
+                3,
+                4,
+                &open_w(format!("{DOC_DIR}/{}", "n".repeat(10_000)).as_bytes()),
+            ),
+            false,
+        ),
+        (
+            "2000-segment path",
+            pkt(17, 5, &path(&"/a".repeat(2000))),
+            false,
+        ),
+        (
+            "nul in path",
+            pkt(17, 6, &path("/2026-001 Smith v Jones\0/x")),
+            false,
+        ),
         (
             "write length beyond the packet",
-            pkt(6, 8, &cat(&[s(b"h1"), 0u64.to_be_bytes().to_vec(), u32b(1 << 30), vec![1; 10]])),
+            pkt(
+                6,
+                8,
+                &cat(&[
+                    s(b"h1"),
+                    0u64.to_be_bytes().to_vec(),
+                    u32b(1 << 30),
+                    vec![1; 10],
+                ]),
+            ),
             false,
         ),
         (
             "write at offset 2^63 on an upload",
             cat(&[
                 pkt(3, 9, &open_w(format!("{DOC_DIR}/far.bin").as_bytes())),
-                pkt(6, 10, &cat(&[s(b"h1"), (1u64 << 63).to_be_bytes().to_vec(), s(b"xyz")])),
+                pkt(
+                    6,
+                    10,
+                    &cat(&[s(b"h1"), (1u64 << 63).to_be_bytes().to_vec(), s(b"xyz")]),
+                ),
                 pkt(4, 11, &s(b"h1")),
             ]),
             false,
         ),
         (
             "read of 4 GiB on a bogus handle",
-            pkt(5, 12, &cat(&[s(b"nope"), 0u64.to_be_bytes().to_vec(), u32b(u32::MAX)])),
+            pkt(
+                5,
+                12,
+                &cat(&[s(b"nope"), 0u64.to_be_bytes().to_vec(), u32b(u32::MAX)]),
+            ),
             false,
         ),
         (
             "mkdir with 4 billion extended attributes",
-            pkt(14, 13, &cat(&[path(&format!("{DOC_DIR}/d")), u32b(0x8000_0000), u32b(u32::MAX), s(b"k"), s(b"v")])),
+            pkt(
+                14,
+                13,
+                &cat(&[
+                    path(&format!("{DOC_DIR}/d")),
+                    u32b(0x8000_0000),
+                    u32b(u32::MAX),
+                    s(b"k"),
+                    s(b"v"),
+                ]),
+            ),
             false,
         ),
         (
             "setstat with every attribute flag and nothing after",
-            pkt(9, 14, &cat(&[path(&format!("{DOC_DIR}/x")), u32b(u32::MAX)])),
+            pkt(
+                9,
+                14,
+                &cat(&[path(&format!("{DOC_DIR}/x")), u32b(u32::MAX)]),
+            ),
             false,
         ),
         (
             "posix-rename with lying inner lengths",
-            pkt(200, 15, &cat(&[s(b"posix-rename@openssh.com"), u32b(1 << 30), b"/a".to_vec()])),
+            pkt(
+                200,
+                15,
+                &cat(&[
+                    s(b"posix-rename@openssh.com"),
+                    u32b(1 << 30),
+                    b"/a".to_vec(),
+                ]),
+            ),
             false,
         ),
         ("extended with an empty name", pkt(200, 16, &s(b"")), false),
         ("a second INIT", pkt(1, 3, &[]), false),
         (
             "1000 junk packets",
-            (0..1000u32).flat_map(|i| pkt((i % 256) as u8, i, &i.to_le_bytes())).collect(),
+            (0..1000u32)
+                .flat_map(|i| pkt((i % 256) as u8, i, &i.to_le_bytes()))
+                .collect(),
             false,
         ),
     ]
@@ -138,7 +217,10 @@ fn normal_client(server: &Server) {
         "/2026-001 Smith v Jones",
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("Client Documents"), "normal SFTP client: {text}");
+    assert!(
+        text.contains("Client Documents"),
+        "normal SFTP client: {text}"
+    );
 }
 
 #[test]
@@ -151,18 +233,30 @@ fn bad_sftp_input_is_refused_and_the_server_stays_up() {
     let rss0 = server.rss_kib();
     // What INIT alone draws (the VERSION reply), for comparison.
     let (base, closed) = raw(&server, &[]);
-    assert!(base > 0 && !closed, "INIT alone: {base} bytes, closed {closed}");
+    assert!(
+        base > 0 && !closed,
+        "INIT alone: {base} bytes, closed {closed}"
+    );
     let mut report = vec![format!("INIT alone: {base} bytes")];
     for (name, bytes, must_close) in corpus() {
         let t = Instant::now();
         let (got, closed) = raw(&server, &bytes);
         let took = t.elapsed();
-        report.push(format!("{name}: {got} bytes back, closed {closed}, {} ms", took.as_millis()));
+        report.push(format!(
+            "{name}: {got} bytes back, closed {closed}, {} ms",
+            took.as_millis()
+        ));
         if must_close {
             assert!(closed, "{name}: the session was not closed");
-            assert!(got <= base + 1024, "{name}: {got} bytes of replies to a framing violation");
+            assert!(
+                got <= base + 1024,
+                "{name}: {got} bytes of replies to a framing violation"
+            );
         } else {
-            assert!(closed || got > base, "{name}: neither an answer nor a close");
+            assert!(
+                closed || got > base,
+                "{name}: neither an answer nor a close"
+            );
         }
         // One reply at most per request (a status is well under 1 KiB).
         assert!(got <= base + 1100 * 1024, "{name}: {got} bytes of replies");
@@ -209,6 +303,9 @@ fn bad_sftp_input_is_refused_and_the_server_stays_up() {
     println!("{}", report.join("\n"));
     let grew = server.rss_kib().saturating_sub(rss0);
     println!("server RSS growth over the corpus: {grew} KiB");
-    assert!(grew < 200 * 1024, "the corpus grew the server by {grew} KiB");
+    assert!(
+        grew < 200 * 1024,
+        "the corpus grew the server by {grew} KiB"
+    );
     assert!(server.stop(), "the server did not stop cleanly");
 }

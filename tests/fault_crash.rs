@@ -18,7 +18,7 @@
 
 mod fault_util;
 
-use fault_util::{Rng, Server, content, have_clients, python, py_script, sha256, url_path};
+use fault_util::{Rng, Server, content, have_clients, py_script, python, sha256, url_path};
 use sdx_portal::crypto::KeyFile;
 use sdx_portal::model::Actor;
 use sdx_portal::{Error, Portal, PortalBuilder};
@@ -136,10 +136,10 @@ fn acknowledged(curl_out: &str, sftp_out: &str) -> Vec<bool> {
         acked[i] = matches!(line.trim(), "200" | "201" | "204");
     }
     for line in sftp_out.lines() {
-        if let Some(remote) = line.strip_prefix("OK ") {
-            if let Some(i) = (WEBDAV_DOCS..DOCS).find(|i| doc_path(*i) == remote) {
-                acked[i] = true;
-            }
+        if let Some(remote) = line.strip_prefix("OK ")
+            && let Some(i) = (WEBDAV_DOCS..DOCS).find(|i| doc_path(*i) == remote)
+        {
+            acked[i] = true;
         }
     }
     acked
@@ -237,7 +237,10 @@ async fn verify(
         .filter(|i| now[*i].is_some())
         .map(doc_name)
         .collect();
-    assert_eq!(listed, expected, "round {round}: the folder lists other names");
+    assert_eq!(
+        listed, expected,
+        "round {round}: the folder lists other names"
+    );
     // No orphans after open.
     if let Some(m) = matter {
         let blobs = files_in(&dir.join("blobs").join(format!("{:016x}", m.0)));
@@ -249,7 +252,10 @@ async fn verify(
         );
     }
     let staged = files_in(&dir.join("blobs").join("tmp"));
-    assert!(staged.is_empty(), "round {round}: staged leftovers {staged:?}");
+    assert!(
+        staged.is_empty(),
+        "round {round}: staged leftovers {staged:?}"
+    );
     now
 }
 
@@ -368,6 +374,9 @@ fn sigkill_during_uploads_never_loses_or_tears_a_document() {
     );
     // The kills must have hit both before and after commits, or the test proved little.
     if kills >= 10 {
-        assert!(stats[0] > 0 && stats[2] > 0, "kills never interrupted or never followed a commit: {stats:?}");
+        assert!(
+            stats[0] > 0 && stats[2] > 0,
+            "kills never interrupted or never followed a commit: {stats:?}"
+        );
     }
 }

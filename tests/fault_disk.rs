@@ -13,12 +13,13 @@
 //! 4. it is unmounted: uploads succeed again;
 //! 5. the server stops cleanly, `sdx audit-verify` passes, every acknowledged document reads back
 //!    with its hash, nothing failed is visible and no orphaned blob or staging file is left.
+//!
 //! Finally, with the server stopped, the whole file system is remounted read-only: `sdx serve`
 //! refuses to start with a message naming the problem.
 
 mod fault_util;
 
-use fault_util::{Server, content, curl, have_clients, sha256, sftp_py, url_path};
+use fault_util::{Server, content, curl, have_clients, sftp_py, sha256, url_path};
 use sdx_portal::crypto::KeyFile;
 use sdx_portal::model::Actor;
 use sdx_portal::{Error, PortalBuilder, demo};
@@ -37,14 +38,23 @@ impl Mount {
     fn tmpfs(at: &Path, size: &str) -> Option<Mount> {
         std::fs::create_dir_all(at).unwrap();
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
             .arg(at)
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
         if !ok {
             if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("can't mount a tmpfs at {} (needs root; CI=true)", at.display());
+                panic!(
+                    "can't mount a tmpfs at {} (needs root; CI=true)",
+                    at.display()
+                );
             }
             eprintln!("SKIPPED: can't mount a tmpfs (needs root)");
             return None;
@@ -59,7 +69,11 @@ impl Mount {
             .arg(at)
             .status()
             .unwrap();
-        assert!(st.success(), "can't mount a read-only tmpfs over {}", at.display());
+        assert!(
+            st.success(),
+            "can't mount a read-only tmpfs over {}",
+            at.display()
+        );
         Mount(at.to_path_buf())
     }
 
@@ -80,14 +94,22 @@ impl Drop for Mount {
 }
 
 fn put_webdav(server: &Server, name: &str, file: &Path) -> (u16, String) {
-    let url = format!("http://{}/dav{}", server.webdav, url_path(&format!("{FOLDER}/{name}")));
+    let url = format!(
+        "http://{}/dav{}",
+        server.webdav,
+        url_path(&format!("{FOLDER}/{name}"))
+    );
     let f = file.to_str().unwrap();
     let (code, body) = curl(&["-H", "Expect:", "-T", f, &url]);
     (code, String::from_utf8_lossy(&body).into_owned())
 }
 
 fn get_sha(server: &Server, name: &str) -> (u16, [u8; 32]) {
-    let url = format!("http://{}/dav{}", server.webdav, url_path(&format!("{FOLDER}/{name}")));
+    let url = format!(
+        "http://{}/dav{}",
+        server.webdav,
+        url_path(&format!("{FOLDER}/{name}"))
+    );
     let (code, body) = curl(&[&url]);
     (code, sha256(&body))
 }
@@ -120,7 +142,11 @@ fn fill(at: &Path) -> PathBuf {
 }
 
 fn free_bytes(at: &Path) -> u64 {
-    let out = Command::new("df").args(["-B1", "--output=avail"]).arg(at).output().unwrap();
+    let out = Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(at)
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .nth(1)
@@ -218,11 +244,17 @@ fn disk_full_and_read_only_data_dir_give_clear_errors_and_recover() {
     let ro = Mount::tmpfs_ro(&staging);
     let (code, body) = put_webdav(&server, "ro.bin", &keep_file);
     println!("WebDAV PUT on a read-only data dir: {code} {body:?}");
-    assert_eq!(code, 507, "WebDAV PUT on a read-only data dir: {code} {body}");
+    assert_eq!(
+        code, 507,
+        "WebDAV PUT on a read-only data dir: {code} {body}"
+    );
     absent.push("ro.bin".into());
     let r = put_sftp(&server, "ro-sftp.bin", 10_000);
     println!("SFTP put on a read-only data dir: {r}");
-    assert!(r.starts_with("ERR"), "SFTP put on a read-only data dir: {r}");
+    assert!(
+        r.starts_with("ERR"),
+        "SFTP put on a read-only data dir: {r}"
+    );
     assert!(
         r.to_lowercase().contains("read-only"),
         "the SFTP error does not say what is wrong: {r}"
@@ -291,7 +323,9 @@ fn disk_full_and_read_only_data_dir_give_clear_errors_and_recover() {
             .unwrap()
             .count();
         assert_eq!(blobs, versions, "orphaned blobs after the disk was full");
-        let staged = std::fs::read_dir(data.join("blobs").join("tmp")).unwrap().count();
+        let staged = std::fs::read_dir(data.join("blobs").join("tmp"))
+            .unwrap()
+            .count();
         assert_eq!(staged, 0, "staging files left");
     });
     drop(rt);
@@ -302,13 +336,27 @@ fn disk_full_and_read_only_data_dir_give_clear_errors_and_recover() {
     let out = Command::new("timeout")
         .arg("30")
         .arg(env!("CARGO_BIN_EXE_sdx"))
-        .args(["serve", "--insecure-http", "--webdav", "127.0.0.1:0", "--sftp", "127.0.0.1:0", "--data"])
+        .args([
+            "serve",
+            "--insecure-http",
+            "--webdav",
+            "127.0.0.1:0",
+            "--sftp",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(&data)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     println!("sdx serve on a read-only data dir: {:?} {err}", out.status);
-    assert!(!out.status.success(), "sdx serve ran on a read-only data dir");
-    assert!(err.to_lowercase().contains("read-only"), "unclear start-up error: {err}");
+    assert!(
+        !out.status.success(),
+        "sdx serve ran on a read-only data dir"
+    );
+    assert!(
+        err.to_lowercase().contains("read-only"),
+        "unclear start-up error: {err}"
+    );
     mnt.remount("rw");
 }

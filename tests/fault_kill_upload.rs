@@ -116,10 +116,7 @@ fn upload_killed_mid_way_leaves_the_old_version_and_no_orphans() {
         up.write(&v1).await.unwrap();
         let e = up.commit().await.unwrap();
         let m = e.matter.unwrap();
-        (
-            dir.join("blobs").join(format!("{:016x}", m.0)),
-            sha256(&v1),
-        )
+        (dir.join("blobs").join(format!("{:016x}", m.0)), sha256(&v1))
     });
     let mut current = (1u64, first);
     let mut outcomes = Vec::new();
@@ -169,7 +166,10 @@ fn upload_killed_mid_way_leaves_the_old_version_and_no_orphans() {
             }
             false
         };
-        assert!(wait_for("STAGING", &mut seen), "child never started: {seen:?}");
+        assert!(
+            wait_for("STAGING", &mut seen),
+            "child never started: {seen:?}"
+        );
         // Where to kill: mid-staging (random delay), right around the commit, or after it.
         match point {
             0 => std::thread::sleep(Duration::from_millis(rng.below(150))),
@@ -211,7 +211,11 @@ fn upload_killed_mid_way_leaves_the_old_version_and_no_orphans() {
             }
             drop(rd);
             let got: [u8; 32] = ctx.finish().as_ref().try_into().unwrap();
-            assert_eq!(Some(got), e.sha256, "round {round}: content differs from its record");
+            assert_eq!(
+                Some(got),
+                e.sha256,
+                "round {round}: content differs from its record"
+            );
             assert_eq!(off, LEN as u64, "round {round}: partial document");
             if committed {
                 assert_eq!(got, new, "round {round}: a committed upload was lost");
@@ -239,7 +243,10 @@ fn upload_killed_mid_way_leaves_the_old_version_and_no_orphans() {
                 versions.len()
             );
             let staged = files_in(&dir.join("blobs").join("tmp"));
-            assert!(staged.is_empty(), "round {round}: staged leftovers {staged:?}");
+            assert!(
+                staged.is_empty(),
+                "round {round}: staged leftovers {staged:?}"
+            );
         });
         outcomes.push(format!(
             "{}{}",
@@ -251,7 +258,8 @@ fn upload_killed_mid_way_leaves_the_old_version_and_no_orphans() {
     // The kills must have exercised both outcomes, or the test proved less than it claims.
     if kills >= 3 {
         assert!(
-            outcomes.iter().any(|o| o.ends_with("+new")) && outcomes.iter().any(|o| !o.ends_with("+new")),
+            outcomes.iter().any(|o| o.ends_with("+new"))
+                && outcomes.iter().any(|o| !o.ends_with("+new")),
             "every kill had the same outcome: {outcomes:?}"
         );
     }

@@ -5,8 +5,9 @@
 //!   a byte at a time, and 40 uploads dropped mid-body (the socket closed after 1 MiB of a
 //!   declared 16 MiB);
 //! - SFTP: 100 idle TCP connections, 100 that stop after the SSH banner, and 2 × 12 uploads whose
-//!   client is SIGKILLed mid-file;
-//! then a normal client on each front end must still succeed quickly (WebDAV PROPFIND + PUT + GET
+//!   client is SIGKILLed mid-file.
+//!
+//! Then a normal client on each front end must still succeed quickly (WebDAV PROPFIND + PUT + GET
 //! under 5 s; SFTP connect + list under 10 s), no dropped upload may be visible, and the staging
 //! area must empty. Memory must stay bounded: the 400 idle/slow connections cost under 32 MiB; a
 //! dropped SFTP session keeps nothing (no more open fds after a second batch of 12 than after the
@@ -17,7 +18,7 @@
 
 mod fault_util;
 
-use fault_util::{Server, curl, have_clients, python, py_script, sftp_py, url_path};
+use fault_util::{Server, curl, have_clients, py_script, python, sftp_py, url_path};
 use sdx_portal::demo;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -38,7 +39,11 @@ fn normal_webdav(server: &Server, name: &str) -> Duration {
     let folder = format!("http://{}/dav{}/", server.webdav, url_path(FOLDER));
     let (code, body) = curl(&["-X", "PROPFIND", "-H", "Depth: 1", &folder]);
     assert_eq!(code, 207, "PROPFIND: {}", String::from_utf8_lossy(&body));
-    let url = format!("http://{}/dav{}", server.webdav, url_path(&format!("{FOLDER}/{name}")));
+    let url = format!(
+        "http://{}/dav{}",
+        server.webdav,
+        url_path(&format!("{FOLDER}/{name}"))
+    );
     let (code, _) = curl(&["-H", "Expect:", "--data-binary", "hello", "-X", "PUT", &url]);
     assert!(code == 201 || code == 204, "PUT: {code}");
     let (code, body) = curl(&[&url]);
@@ -62,7 +67,8 @@ fn normal_sftp(server: &Server) -> Duration {
 
 fn connect(addr: std::net::SocketAddr) -> TcpStream {
     let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     s
 }
 
@@ -98,7 +104,10 @@ fn idle_slow_and_dropped_connections_dont_hurt_other_clients() {
         }
         held.push(s);
     }
-    println!("RSS after 400 idle/slow connections: {} KiB", server.rss_kib());
+    println!(
+        "RSS after 400 idle/slow connections: {} KiB",
+        server.rss_kib()
+    );
     let idle_rss = server.rss_kib();
     println!("RSS with 400 idle/slow connections: {idle_rss} KiB");
     // One client trickling a request head, a byte every 50 ms, in the background.
@@ -160,7 +169,9 @@ fn idle_slow_and_dropped_connections_dont_hurt_other_clients() {
         }
         std::thread::sleep(Duration::from_secs(1));
         let pid = server.child.id();
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0);
         batch_rss.push((server.rss_kib(), fds));
     }
     println!("RSS after dropped SFTP uploads: {} KiB", server.rss_kib());
@@ -172,7 +183,10 @@ fn idle_slow_and_dropped_connections_dont_hurt_other_clients() {
         "with 400 idle/slow connections held: WebDAV client {t1:?}, SFTP client {s1:?}, RSS {rss1} KiB (+{} KiB)",
         rss1.saturating_sub(rss0)
     );
-    assert!(t1 < Duration::from_secs(5), "WebDAV client slowed to {t1:?}");
+    assert!(
+        t1 < Duration::from_secs(5),
+        "WebDAV client slowed to {t1:?}"
+    );
     assert!(s1 < Duration::from_secs(10), "SFTP client slowed to {s1:?}");
     assert!(
         idle_rss.saturating_sub(rss0) < 32 * 1024,
@@ -213,7 +227,10 @@ fn idle_slow_and_dropped_connections_dont_hurt_other_clients() {
     let (code, body) = curl(&["-X", "PROPFIND", "-H", "Depth: 1", &folder]);
     assert_eq!(code, 207);
     let listing = String::from_utf8_lossy(&body);
-    assert!(!listing.contains("dropped-"), "a dropped upload is visible: {listing}");
+    assert!(
+        !listing.contains("dropped-"),
+        "a dropped upload is visible: {listing}"
+    );
     let staging = data.join("blobs").join("tmp");
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut left = usize::MAX;

@@ -122,7 +122,9 @@ fn damage(st: &State, edits: &[u8]) -> (Vec<u8>, BlobRef) {
             6 => {
                 // copy chunk a over chunk b (duplicate)
                 let (i, j) = (a % 4, b % 4);
-                let src = f.get(i * STRIDE..(i * STRIDE + STRIDE).min(f.len())).map(<[u8]>::to_vec);
+                let src = f
+                    .get(i * STRIDE..(i * STRIDE + STRIDE).min(f.len()))
+                    .map(<[u8]>::to_vec);
                 if let Some(src) = src {
                     for (k, x) in src.into_iter().enumerate() {
                         if let Some(d) = f.get_mut(j * STRIDE + k) {
@@ -172,7 +174,10 @@ fuzz_target!(|data: &[u8]| {
     let expect = |off: u64, got: &[u8], what: &str| {
         let off = off as usize;
         if got.is_empty() {
-            assert!(off >= LEN, "{what}: nothing read at {off}, before the end (mode {mode})");
+            assert!(
+                off >= LEN,
+                "{what}: nothing read at {off}, before the end (mode {mode})"
+            );
             return;
         }
         assert!(
@@ -184,7 +189,11 @@ fuzz_target!(|data: &[u8]| {
     st.rt.block_on(async {
         match st.store.open(M, &r).await {
             Ok(mut rd) => {
-                assert!(rd.len() as usize <= LEN, "a reader claims {} bytes", rd.len());
+                assert!(
+                    rd.len() as usize <= LEN,
+                    "a reader claims {} bytes",
+                    rd.len()
+                );
                 let mut offs: Vec<(u64, usize)> = reads
                     .chunks(2)
                     .map(|c| {

@@ -123,7 +123,9 @@ fn parse(data: &[u8]) -> Option<(bool, Request<Full<Bytes>>)> {
         if name == http::header::AUTHORIZATION {
             continue;
         }
-        let v = line[colon + 1..].strip_prefix(b" ").unwrap_or(&line[colon + 1..]);
+        let v = line[colon + 1..]
+            .strip_prefix(b" ")
+            .unwrap_or(&line[colon + 1..]);
         let Ok(value) = HeaderValue::from_bytes(v) else {
             continue;
         };

@@ -231,7 +231,8 @@ fn destination_in_prefix(value: &HeaderValue) -> bool {
             s => segs.push(s),
         }
     }
-    segs.first().is_some_and(|first| *first == &DAV_PREFIX.as_bytes()[1..])
+    segs.first()
+        .is_some_and(|first| *first == &DAV_PREFIX.as_bytes()[1..])
 }
 
 /// Largest request body dav-server reads for methods other than PUT/PATCH (it answers 413 above).
@@ -249,7 +250,10 @@ fn xml_depth(body: &[u8], limit: usize) -> usize {
     let mut depth = 0usize;
     let mut max = 0usize;
     let mut i = 0;
-    while let Some(off) = body.get(i..).and_then(|r| r.iter().position(|b| *b == b'<')) {
+    while let Some(off) = body
+        .get(i..)
+        .and_then(|r| r.iter().position(|b| *b == b'<'))
+    {
         let start = i + off;
         let end = body
             .get(start..)

@@ -118,10 +118,19 @@ impl Server {
             cmd.arg("--demo");
         }
         let mut child = cmd
-            .args(["--insecure-http", "--webdav", "127.0.0.1:0", "--sftp", "127.0.0.1:0"])
+            .args([
+                "--insecure-http",
+                "--webdav",
+                "127.0.0.1:0",
+                "--sftp",
+                "127.0.0.1:0",
+            ])
             .arg("--data")
             .arg(data)
-            .env("SDX_LOG", std::env::var("SDX_LOG").unwrap_or_else(|_| "error".into()))
+            .env(
+                "SDX_LOG",
+                std::env::var("SDX_LOG").unwrap_or_else(|_| "error".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -256,13 +265,24 @@ pub fn url_path(p: &str) -> String {
 /// One curl request; returns (HTTP status, body). `args` come after the common options.
 pub fn curl(args: &[&str]) -> (u16, Vec<u8>) {
     let out = Command::new("curl")
-        .args(["-s", "--max-time", "30", "-u", &demo_user(), "-w", "\n%{http_code}"])
+        .args([
+            "-s",
+            "--max-time",
+            "30",
+            "-u",
+            &demo_user(),
+            "-w",
+            "\n%{http_code}",
+        ])
         .args(args)
         .output()
         .expect("curl");
     let mut body = out.stdout;
     let split = body.iter().rposition(|b| *b == b'\n').unwrap_or(0);
-    let code = String::from_utf8_lossy(&body[split..]).trim().parse().unwrap_or(0);
+    let code = String::from_utf8_lossy(&body[split..])
+        .trim()
+        .parse()
+        .unwrap_or(0);
     body.truncate(split);
     (code, body)
 }
