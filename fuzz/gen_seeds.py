@@ -151,3 +151,27 @@ put("blob", "ref-len", bytes([1]) + bytes(8) + bytes([7, 0, 1, 3]))
 put("blob", "ref-key", bytes([1]) + bytes(8) + bytes([8, 0, 5, 1]))
 put("blob", "ref-hash", bytes([5]) + bytes(8) + bytes([9, 0, 5, 1]))
 put("blob", "replace", bytes([0]) + b"\x00" * 10048)
+
+# ---- provision: byte 0 even = portal file, odd = server config
+ROOT = os.path.dirname(HERE)
+with open(os.path.join(ROOT, "examples", "portal.toml")) as f:
+    portal = f.read()
+put("provision", "portal-example", b"\x00" + portal.encode())
+nopass = "\n".join(l for l in portal.splitlines() if "password" not in l and "login =" not in l)
+put("provision", "portal-no-passwords", b"\x00" + nopass.encode())
+put("provision", "portal-minimal", b"\x00" + b'[firm]\nparticipant_types = ["Client"]\n[[matter_types]]\nname = "General"\nfolders = ["Client Documents", "Internal"]\n[matter_types.portal."Client Documents"]\nClient = ["list", "read", "create"]\n')
+put("provision", "portal-bad", b"\x00" + b'[firm]\nparticipant_types = "Client"\n[[matters]]\nnumber = 7\n')
+with open(os.path.join(ROOT, "src", "config.rs")) as f:
+    lines = f.read().splitlines()
+conf, inside = [], False
+for l in lines:
+    if l.startswith("//! ```toml"):
+        inside = True
+        continue
+    if inside and l.startswith("//! ```"):
+        break
+    if inside:
+        conf.append(l[4:] if l.startswith("//! ") else "")
+put("provision", "config-example", b"\x01" + "\n".join(conf).encode())
+put("provision", "config-empty", b"\x01")
+put("provision", "config-unknown-key", b"\x01" + b'[webdav]\nlistn = "127.0.0.1:1"\n')
