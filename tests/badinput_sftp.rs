@@ -243,8 +243,9 @@ fn bad_sftp_input_is_refused_and_the_server_stays_up() {
         let (got, closed) = raw(&server, &bytes);
         let took = t.elapsed();
         report.push(format!(
-            "{name}: {got} bytes back, closed {closed}, {} ms",
-            took.as_millis()
+            "{name}: {got} bytes back, closed {closed}, {} ms, server RSS {} KiB",
+            took.as_millis(),
+            server.rss_kib()
         ));
         if must_close {
             assert!(closed, "{name}: the session was not closed");
@@ -303,8 +304,12 @@ fn bad_sftp_input_is_refused_and_the_server_stays_up() {
     println!("{}", report.join("\n"));
     let grew = server.rss_kib().saturating_sub(rss0);
     println!("server RSS growth over the corpus: {grew} KiB");
+    // Each SSH login runs one Argon2id verification that allocates 19 MiB on a blocking thread;
+    // glibc keeps that block in the thread's malloc arena after it is freed, so RSS steps up by
+    // ~19 MiB per login until every arena (8 per core) holds one (~300 MiB), then stays flat.
+    // This bounds that; a leak per connection would pass it only with far fewer connections.
     assert!(
-        grew < 200 * 1024,
+        grew < 512 * 1024,
         "the corpus grew the server by {grew} KiB"
     );
     assert!(server.stop(), "the server did not stop cleanly");
