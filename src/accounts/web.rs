@@ -645,16 +645,14 @@ impl Pages {
             );
         }
         let pw = form.get("password").map(String::as_str);
-        if view.action == LinkAction::SetPassword {
-            if pw != form.get("confirm").map(String::as_str) {
-                return self.invite_form(
-                    token,
-                    &headers,
-                    &view,
-                    Some("The two passwords differ. Please type the same password twice."),
-                    StatusCode::BAD_REQUEST,
-                );
-            }
+        if view.action == LinkAction::SetPassword && pw != form.get("confirm").map(String::as_str) {
+            return self.invite_form(
+                token,
+                &headers,
+                &view,
+                Some("The two passwords differ. Please type the same password twice."),
+                StatusCode::BAD_REQUEST,
+            );
         }
         match self.portal.accept_invitation(token, pw, Some(remote)).await {
             Ok(acc) => {
