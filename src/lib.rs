@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod blob;
+pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod error;
@@ -17,6 +18,8 @@ pub mod names;
 pub mod path;
 pub mod policy;
 pub mod portal;
+pub mod provision;
+pub mod server;
 pub mod sftp;
 pub mod store;
 pub mod tls;

@@ -1003,3 +1003,217 @@ impl Portal {
         .await
     }
 }
+
+// ---- Updates used by declarative set-up (`crate::provision`) and the admin CLI. ----
+
+impl Portal {
+    /// Changes a matter's title. Its folder name in trees (number and title) changes with it; the
+    /// new name must not collide with another matter's.
+    pub async fn set_matter_title(
+        &self,
+        actor: &Actor,
+        matter: MatterId,
+        title: &str,
+    ) -> Result<()> {
+        let title = check_text("a matter title", title, 200)?;
+        self.admin(
+            actor,
+            "set_matter_title",
+            Some(matter),
+            format!("matter {matter}"),
+            move |ctx| {
+                let mut m = get_matter(&ctx.db(), matter)?;
+                let display = names::sanitize(&format!("{} {title}", m.number));
+                let new_key = matter_display_key(&ctx.db(), &display);
+                let old_key = matter_display_key(&ctx.db(), &m.display);
+                if new_key != old_key {
+                    if ctx.db().get_id(NAMES, &new_key)?.is_some() {
+                        return Err(Error::AlreadyExists(format!(
+                            "a matter named \"{display}\""
+                        )));
+                    }
+                    ctx.del(NAMES, &old_key)?;
+                    ctx.put_id(NAMES, &new_key, matter.0)?;
+                }
+                m.title = title.clone();
+                m.display = display;
+                ctx.put(MATTERS, Scope::Global, &tables::ids(&[matter.0]), &m)?;
+                ctx.access_changed();
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    /// Changes a contact's display name (the email, its identity, stays).
+    pub async fn set_contact_name(
+        &self,
+        actor: &Actor,
+        contact: ContactId,
+        name: &str,
+    ) -> Result<()> {
+        let name = check_text("a contact name", name, 200)?;
+        self.admin(
+            actor,
+            "set_contact_name",
+            None,
+            format!("contact {contact}"),
+            move |ctx| {
+                let key = tables::ids(&[contact.0]);
+                let mut c: ContactRec = ctx.db().need(CONTACTS, Scope::Global, &key, "contact")?;
+                c.name = name.clone();
+                ctx.put(CONTACTS, Scope::Global, &key, &c)
+            },
+        )
+        .await
+    }
+
+    /// Changes a login's display name.
+    pub async fn set_login_name(&self, actor: &Actor, login: LoginId, name: &str) -> Result<()> {
+        let name = check_text("a name", name, 200)?;
+        self.admin(
+            actor,
+            "set_login_name",
+            None,
+            format!("login {login}"),
+            move |ctx| {
+                let key = tables::ids(&[login.0]);
+                let mut r: LoginRec = ctx.db().need(LOGINS, Scope::Global, &key, "login")?;
+                r.name = name.clone();
+                ctx.put(LOGINS, Scope::Global, &key, &r)
+            },
+        )
+        .await
+    }
+
+    /// A login's SSH public keys (`type base64`, as stored).
+    pub async fn login_ssh_keys(&self, actor: &Actor, login: LoginId) -> Result<Vec<String>> {
+        self.admin_read(
+            actor,
+            "get_ssh_keys",
+            None,
+            format!("login {login}"),
+            move |db| {
+                let r: LoginRec =
+                    db.need(LOGINS, Scope::Global, &tables::ids(&[login.0]), "login")?;
+                Ok(r.ssh_keys)
+            },
+        )
+        .await
+    }
+
+    /// Replaces a login's SSH public keys (OpenSSH one-line format; at most 64). Live sessions
+    /// authenticated with a removed key stop working on their next request.
+    pub async fn set_ssh_keys(&self, actor: &Actor, login: LoginId, keys: &[String]) -> Result<()> {
+        let mut wanted = Vec::with_capacity(keys.len());
+        for k in keys {
+            let k = crate::portal::normalize_ssh_key(k)?;
+            if !wanted.contains(&k) {
+                wanted.push(k);
+            }
+        }
+        if wanted.len() > 64 {
+            return Err(Error::TooLarge("a login holds at most 64 SSH keys".into()));
+        }
+        self.admin(
+            actor,
+            "set_ssh_keys",
+            None,
+            format!("login {login}"),
+            move |ctx| {
+                let key = tables::ids(&[login.0]);
+                let mut r: LoginRec = ctx.db().need(LOGINS, Scope::Global, &key, "login")?;
+                if r.ssh_keys != wanted {
+                    r.ssh_keys = wanted.clone();
+                    r.credential_gen += 1;
+                    ctx.put(LOGINS, Scope::Global, &key, &r)?;
+                    ctx.access_changed();
+                }
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    /// Whether `password` is a login's current password. A staff check for declarative set-up,
+    /// not an authentication: it does not count towards lockout and is audited as an admin read.
+    pub async fn login_password_matches(
+        &self,
+        actor: &Actor,
+        login: LoginId,
+        password: &str,
+    ) -> Result<bool> {
+        let hash = self
+            .admin_read(
+                actor,
+                "check_password",
+                None,
+                format!("login {login}"),
+                move |db| {
+                    let r: LoginRec =
+                        db.need(LOGINS, Scope::Global, &tables::ids(&[login.0]), "login")?;
+                    Ok(r.password_hash)
+                },
+            )
+            .await?;
+        let Some(hash) = hash else {
+            return Ok(false);
+        };
+        let pw = zeroize::Zeroizing::new(password.to_string());
+        Ok(
+            tokio::task::spawn_blocking(move || crate::accounts::verify_password(&pw, &hash))
+                .await?,
+        )
+    }
+
+    /// Whether a login's stored password hash is exactly `phc`.
+    pub async fn login_password_hash_is(
+        &self,
+        actor: &Actor,
+        login: LoginId,
+        phc: &str,
+    ) -> Result<bool> {
+        let phc = phc.trim().to_string();
+        self.admin_read(
+            actor,
+            "check_password",
+            None,
+            format!("login {login}"),
+            move |db| {
+                let r: LoginRec =
+                    db.need(LOGINS, Scope::Global, &tables::ids(&[login.0]), "login")?;
+                Ok(r.password_hash.as_deref() == Some(phc.as_str()))
+            },
+        )
+        .await
+    }
+
+    /// Sets a login's password from an Argon2id PHC string (`$argon2id$v=19$m=…`) made elsewhere,
+    /// e.g. by a declarative config file that must not hold the password itself.
+    pub async fn set_password_hash(&self, actor: &Actor, login: LoginId, phc: &str) -> Result<()> {
+        let phc = phc.trim().to_string();
+        let ok = argon2::password_hash::phc::PasswordHash::new(&phc)
+            .is_ok_and(|h| h.algorithm.as_str() == "argon2id");
+        if !ok {
+            return Err(Error::Invalid(
+                "a password hash must be an Argon2id PHC string (\"$argon2id$v=19$m=…\")".into(),
+            ));
+        }
+        self.admin(
+            actor,
+            "set_password_hash",
+            None,
+            format!("login {login}"),
+            move |ctx| {
+                let key = tables::ids(&[login.0]);
+                let mut r: LoginRec = ctx.db().need(LOGINS, Scope::Global, &key, "login")?;
+                r.password_hash = Some(phc.clone());
+                r.credential_gen += 1;
+                ctx.put(LOGINS, Scope::Global, &key, &r)?;
+                ctx.access_changed();
+                Ok(())
+            },
+        )
+        .await
+    }
+}
