@@ -1095,3 +1095,69 @@ async fn notifications_are_batched_per_participant_and_follow_list_permission() 
     assert!(!to_kit[0].text.contains("mine.pdf"));
     notifier.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_portal_writes_no_mail_into_its_data_dir_unless_told_to() {
+    use sdx_portal::crypto::KeyFile;
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("master.key");
+    KeyFile::create(&key).unwrap();
+    let setup = |p: &Portal| {
+        let p = p.clone();
+        async move {
+            let firm = Actor::system();
+            let t = p.create_participant_type(&firm, "Client").await.unwrap();
+            let mt = p.create_matter_type(&firm, "G", &["Docs"]).await.unwrap();
+            let m = p
+                .create_matter(&firm, "1", "Secret Matter", mt)
+                .await
+                .unwrap();
+            let c = p.create_contact(&firm, "Ann", "ann@x.test").await.unwrap();
+            let part = p.add_participant(&firm, m, c, t).await.unwrap();
+            p.grant_access(&firm, m, part).await.unwrap()
+        }
+    };
+    // No mailer configured: the grant works, the mail is refused (and audited), nothing lands
+    // in the data folder.
+    let dir = tmp.path().join("enc");
+    let p = sdx_portal::PortalBuilder::new(&dir)
+        .key_provider(std::sync::Arc::new(KeyFile::new(&key)))
+        .open()
+        .await
+        .unwrap();
+    let g = setup(&p).await;
+    assert!(g.granted && !g.mailed, "{g:?}");
+    assert!(!dir.join("outbox").exists());
+    let staff = Actor::system();
+    let sent = p
+        .audit_query(&staff, Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.action.to_string() == "admin:send_invitation")
+        .expect("delivery audited");
+    assert!(
+        matches!(&sent.outcome, Outcome::Failed(r) if r.contains("no mailer is configured")),
+        "{sent:?}"
+    );
+    // Re-sending says why.
+    let r = p.resend_invitation(&staff, g.invitation.unwrap()).await;
+    assert!(
+        matches!(&r, Err(Error::Invalid(m)) if m.contains("configure SMTP")),
+        "{r:?}"
+    );
+    drop(p);
+    // An outbox chosen explicitly is used as given.
+    let dir2 = tmp.path().join("enc2");
+    let outbox = tmp.path().join("outbox-elsewhere");
+    let p = sdx_portal::PortalBuilder::new(&dir2)
+        .key_provider(std::sync::Arc::new(KeyFile::new(&key)))
+        .mailer(std::sync::Arc::new(sdx_portal::accounts::FileOutbox::new(
+            &outbox,
+        )))
+        .open()
+        .await
+        .unwrap();
+    assert!(setup(&p).await.mailed);
+    assert_eq!(read_outbox(&outbox).len(), 1);
+}

@@ -19,8 +19,8 @@ pub mod tokens;
 pub mod web;
 
 pub use mailer::{
-    Email, FileOutbox, MailConfig, MailError, Mailer, MemoryMailer, SmtpConfig, SmtpMailer,
-    SmtpSecurity, mailer_from_config,
+    Email, FileOutbox, MailConfig, MailError, Mailer, MemoryMailer, NoMailer, SmtpConfig,
+    SmtpMailer, SmtpSecurity, mailer_from_config,
 };
 pub use notify::Notifier;
 pub use password::{

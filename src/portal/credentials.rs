@@ -6,7 +6,7 @@
 //! front end's) and open handles re-check on their next request.
 
 use super::{Portal, PortalBuilder};
-use crate::accounts::mailer::{FileOutbox, Mailer, MemoryMailer};
+use crate::accounts::mailer::{FileOutbox, Mailer, MemoryMailer, NoMailer};
 use crate::accounts::password::{self, WeakPassword};
 use crate::accounts::templates::BaseUrl;
 use crate::accounts::throttle::{Throttle, ThrottleConfig};
@@ -42,11 +42,18 @@ pub(crate) struct AccountSetup {
 }
 
 impl AccountSetup {
-    /// The running state: defaults filled in (file outbox in `DATA/outbox` for an on-disk
-    /// portal, memory otherwise).
-    pub(crate) fn build(self, data_dir: Option<&Path>) -> AccountState {
+    /// The running state, defaults filled in. The default mailer: a file outbox in
+    /// `DATA/outbox` for an on-disk portal stored in the clear, memory for one in memory, and
+    /// for an on-disk portal encrypted at rest a [`NoMailer`] (its mails must not land in the
+    /// data folder in plaintext: configure SMTP, or an outbox explicitly).
+    pub(crate) fn build(self, data_dir: Option<&Path>, encrypted: bool) -> AccountState {
         let mailer: Arc<dyn Mailer> = match (self.mailer, data_dir) {
             (Some(m), _) => m,
+            (None, Some(_)) if encrypted => Arc::new(NoMailer::new(
+                "no mailer is configured: this portal is encrypted at rest, so its mails are not \
+                 written into the data folder in plaintext; configure SMTP (or choose an outbox \
+                 folder explicitly)",
+            )),
             (None, Some(dir)) => Arc::new(FileOutbox::new(dir.join("outbox"))),
             (None, None) => Arc::new(MemoryMailer::new()),
         };
@@ -76,8 +83,11 @@ pub(crate) struct AccountState {
 
 impl PortalBuilder {
     /// Delivers the portal's mail (invitations, password resets, notifications) through
-    /// `mailer`. Default: a file outbox in `DATA/outbox` for an on-disk portal, a
-    /// [`MemoryMailer`] for one in memory.
+    /// `mailer`. Default: a file outbox in `DATA/outbox` for an on-disk portal stored in the
+    /// clear, a [`MemoryMailer`] for one in memory, and for a portal encrypted at rest
+    /// ([`PortalBuilder::key_provider`] or a custom sealer) a [`NoMailer`] that refuses: its
+    /// mails would otherwise sit in the data folder in plaintext. An explicitly chosen
+    /// [`FileOutbox`] is used as given.
     pub fn mailer(mut self, mailer: Arc<dyn Mailer>) -> Self {
         self.accounts.mailer = Some(mailer);
         self
@@ -443,7 +453,7 @@ mod tests {
     #[test]
     fn default_base_url_is_valid() {
         assert!(BaseUrl::parse(DEFAULT_BASE_URL).is_ok());
-        let s = AccountSetup::default().build(None);
+        let s = AccountSetup::default().build(None, false);
         assert_eq!(s.base_url.as_str(), DEFAULT_BASE_URL);
         assert_eq!(s.invite_ttl, DEFAULT_INVITE_TTL);
         assert_eq!(s.firm, DEFAULT_FIRM_NAME);

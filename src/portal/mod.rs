@@ -155,6 +155,7 @@ impl PortalBuilder {
         })
         .await??;
         let db = Arc::new(db);
+        let encrypted = self.keys.is_some() || self.sealer.is_some();
         let (mut sealer, mut blobs) = (self.sealer, self.blobs);
         if let Some(provider) = self.keys {
             let d = db.clone();
@@ -179,7 +180,7 @@ impl PortalBuilder {
         }
         let sealer = sealer.unwrap_or_else(|| Arc::new(PlainSealer));
         let blobs = blobs.unwrap_or_else(|| Arc::new(MemBlobStore::default()));
-        Portal::start_with(db, sealer, blobs, self.dir, self.accounts).await
+        Portal::start_with(db, sealer, blobs, self.dir, self.accounts, encrypted).await
     }
 }
 
@@ -195,14 +196,15 @@ impl Portal {
         PortalBuilder::memory().open().await
     }
 
-    /// Starts a portal over an already open database (default account settings).
+    /// Starts a portal over an already open database (default account settings; as the
+    /// sealer may encrypt, an on-disk portal started this way gets no default mail outbox).
     pub async fn start(
         db: Arc<redb::Database>,
         sealer: Arc<dyn Sealer>,
         blobs: Arc<dyn BlobStore>,
         data_dir: Option<PathBuf>,
     ) -> Result<Portal> {
-        Portal::start_with(db, sealer, blobs, data_dir, Default::default()).await
+        Portal::start_with(db, sealer, blobs, data_dir, Default::default(), true).await
     }
 
     async fn start_with(
@@ -211,8 +213,9 @@ impl Portal {
         blobs: Arc<dyn BlobStore>,
         data_dir: Option<PathBuf>,
         accounts: credentials::AccountSetup,
+        encrypted: bool,
     ) -> Result<Portal> {
-        let accounts = accounts.build(data_dir.as_deref());
+        let accounts = accounts.build(data_dir.as_deref(), encrypted);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let epoch = Arc::new(AtomicU64::new(1));
         let ev = events.clone();
