@@ -875,11 +875,15 @@ async fn lockout_triggers_and_expires() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_login_and_wrong_password_cost_the_same() {
+    // Other tests hash passwords in parallel in this process (one hashing slot per core), so
+    // single timings include queueing: compare the fastest of several interleaved attempts,
+    // which is the cost of the work itself.
     let portal = Portal::in_memory().await.unwrap();
     let firm = Actor::system();
+    const N: usize = 6;
     let mut wrong = Vec::new();
     let mut unknown = Vec::new();
-    for i in 0..4 {
+    for i in 0..N {
         let c = portal
             .create_contact(&firm, "T", &format!("t{i}@x.test"))
             .await
@@ -891,7 +895,7 @@ async fn unknown_login_and_wrong_password_cost_the_same() {
     }
     // Warm-up.
     let _ = portal.authenticate_password("warm@x.test", "x").await;
-    for i in 0..4 {
+    for i in 0..N {
         // Fresh names each time: no throttle delay in the way.
         let t = Instant::now();
         let r = portal
@@ -906,14 +910,11 @@ async fn unknown_login_and_wrong_password_cost_the_same() {
         unknown.push(t.elapsed());
         assert!(matches!(r, Err(Error::AuthenticationFailed)));
     }
-    wrong.sort();
-    unknown.sort();
-    let ratio = unknown[2].as_secs_f64() / wrong[2].as_secs_f64();
+    let (w, u) = (wrong.iter().min().unwrap(), unknown.iter().min().unwrap());
+    let ratio = u.as_secs_f64() / w.as_secs_f64();
     assert!(
         (0.5..2.0).contains(&ratio),
-        "median unknown {:?} vs wrong {:?}",
-        unknown[2],
-        wrong[2]
+        "fastest unknown {u:?} vs fastest wrong {w:?} (all: {unknown:?} / {wrong:?})"
     );
 }
 
