@@ -5,7 +5,6 @@
 #![warn(missing_docs)]
 
 pub mod accounts;
-mod accounts_hash;
 pub mod audit;
 pub mod blob;
 pub mod config;

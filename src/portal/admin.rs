@@ -9,15 +9,15 @@ use crate::names;
 use crate::policy;
 use crate::store::records::*;
 use crate::store::tables::{
-    self, CONTACTS, FOLDERS, INVITATIONS, Key, LINKS, LOGINS, MATTERS, MTYPES, NAMES, PARTICIPANTS,
-    PTYPES, link_kind, name_kind,
+    self, CONTACTS, FOLDERS, Key, LINKS, LOGINS, MATTERS, MTYPES, NAMES, PARTICIPANTS, PTYPES,
+    link_kind, name_kind,
 };
 use crate::store::{Db, Tx, WriteCtx};
 use crate::tree::resolve::{folder_name_key, matter_display_key};
 use crate::{Error, Result};
 use serde::Serialize;
 
-/// Default invitation lifetime: 7 days.
+/// Default invitation lifetime: 7 days (configure with [`crate::PortalBuilder::invite_ttl`]).
 pub const INVITATION_TTL_MILLIS: u64 = 7 * 24 * 3600 * 1000;
 
 /// A participant type as listed.
@@ -96,6 +96,9 @@ pub struct GrantOutcome {
     pub invitation: Option<InvitationId>,
     /// Its kind.
     pub invitation_kind: Option<InvitationKind>,
+    /// Whether the invitation mail was handed to the portal's mailer (false if there was none
+    /// to send, or delivery failed: see the audit trail and re-send it).
+    pub mailed: bool,
 }
 
 fn name_key<T: Tx + ?Sized>(db: &Db<'_, T>, kind: u8, name: &str) -> Vec<u8> {
@@ -779,88 +782,90 @@ impl Portal {
     }
 
     /// Grants a participant portal access: they inherit the matter type's permissions for their
-    /// participant type. Records an invitation: "create your login" for a contact without a login,
-    /// "you now have access to this matter" for one with a login.
+    /// participant type. Records an invitation and mails it through the portal's mailer:
+    /// "create your login" for a contact without a login, "you now have access to this matter"
+    /// for one with a login (see [`crate::portal::invitations`]). A failed delivery does not
+    /// undo the grant: it is audited, logged and reported in [`GrantOutcome::mailed`].
     pub async fn grant_access(
         &self,
         actor: &Actor,
         matter: MatterId,
         participant: ParticipantId,
     ) -> Result<GrantOutcome> {
-        self.admin(
-            actor,
-            "grant_access",
-            Some(matter),
-            format!("participant {participant}"),
-            move |ctx| {
-                let m = get_matter(&ctx.db(), matter)?;
-                if m.closed {
-                    return Err(Error::Conflict(format!(
-                        "matter {} is closed: reopen it before granting access",
-                        m.number
-                    )));
-                }
-                let mut p = get_participant(&ctx.db(), matter, participant)?;
-                if p.portal {
-                    return Ok(GrantOutcome {
-                        granted: false,
-                        invitation: None,
-                        invitation_kind: None,
+        let (token, hash) = crate::accounts::tokens::Token::generate()?;
+        let ttl = self.invite_ttl();
+        let mut outcome = self
+            .admin(
+                actor,
+                "grant_access",
+                Some(matter),
+                format!("participant {participant}"),
+                move |ctx| {
+                    let m = get_matter(&ctx.db(), matter)?;
+                    if m.closed {
+                        return Err(Error::Conflict(format!(
+                            "matter {} is closed: reopen it before granting access",
+                            m.number
+                        )));
+                    }
+                    let mut p = get_participant(&ctx.db(), matter, participant)?;
+                    if p.portal {
+                        return Ok(GrantOutcome {
+                            granted: false,
+                            invitation: None,
+                            invitation_kind: None,
+                            mailed: false,
+                        });
+                    }
+                    p.portal = true;
+                    ctx.put(
+                        PARTICIPANTS,
+                        Scope::Matter(matter),
+                        &tables::ids(&[matter.0, participant.0]),
+                        &p,
+                    )?;
+                    let c: ContactRec = ctx.db().need(
+                        CONTACTS,
+                        Scope::Global,
+                        &tables::ids(&[p.contact.0]),
+                        "contact",
+                    )?;
+                    let kind = if c.login.is_some() {
+                        InvitationKind::NewMatter
+                    } else {
+                        InvitationKind::NewLogin
+                    };
+                    let inv = super::invitations::put_invitation(
+                        ctx,
+                        p.contact,
+                        Some(matter),
+                        kind,
+                        &hash,
+                        ttl,
+                    )?;
+                    ctx.access_changed();
+                    ctx.emit(PortalEvent::AccessGranted {
+                        matter,
+                        participant,
                     });
-                }
-                p.portal = true;
-                ctx.put(
-                    PARTICIPANTS,
-                    Scope::Matter(matter),
-                    &tables::ids(&[matter.0, participant.0]),
-                    &p,
-                )?;
-                let c: ContactRec = ctx.db().need(
-                    CONTACTS,
-                    Scope::Global,
-                    &tables::ids(&[p.contact.0]),
-                    "contact",
-                )?;
-                let kind = if c.login.is_some() {
-                    InvitationKind::NewMatter
-                } else {
-                    InvitationKind::NewLogin
-                };
-                let inv = InvitationId(ctx.new_id());
-                let now = now_millis();
-                ctx.put(
-                    INVITATIONS,
-                    Scope::Global,
-                    &tables::ids(&[inv.0]),
-                    &InvitationRec {
+                    ctx.emit(PortalEvent::InvitationCreated {
+                        invitation: inv,
                         contact: p.contact,
                         matter: Some(matter),
-                        kind,
-                        token_hash: None,
-                        created: now,
-                        expires: now + INVITATION_TTL_MILLIS,
-                        status: InvitationStatus::Pending,
-                        sent: 0,
-                    },
-                )?;
-                ctx.access_changed();
-                ctx.emit(PortalEvent::AccessGranted {
-                    matter,
-                    participant,
-                });
-                ctx.emit(PortalEvent::InvitationCreated {
-                    invitation: inv,
-                    contact: p.contact,
-                    matter: Some(matter),
-                });
-                Ok(GrantOutcome {
-                    granted: true,
-                    invitation: Some(inv),
-                    invitation_kind: Some(kind),
-                })
-            },
-        )
-        .await
+                    });
+                    Ok(GrantOutcome {
+                        granted: true,
+                        invitation: Some(inv),
+                        invitation_kind: Some(kind),
+                        mailed: false,
+                    })
+                },
+            )
+            .await?;
+        if let Some(inv) = outcome.invitation {
+            outcome.mailed = self.deliver_invitation(actor, inv, token).await.is_ok();
+        }
+        Ok(outcome)
     }
 
     /// Revokes a participant's portal access. Takes effect at once, on open connections too.
