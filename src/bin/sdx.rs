@@ -368,12 +368,8 @@ async fn admin(d: &DataArgs, req: AdminRequest) -> Result<(), Failure> {
             data.display()
         )));
     }
-    let (accounts, route) = server::accounts_builder(&data, &cfg, false)?;
-    if route == server::MailRoute::None && sends_mail(&req) {
-        tracing::warn!(
-            "no [mail] in the configuration: mails are not sent (give --config, or run this while `sdx serve` runs)"
-        );
-    }
+    // Mail goes out through [mail] of --config; without it, grants say "not mailed".
+    let (accounts, _) = server::accounts_builder(&data, &cfg, false)?;
     let opened =
         server::open_data_dir_with(&data, &cfg.key, cfg.limits.cache_mib << 20, accounts).await?;
     let ctx = AdminCtx::new(opened, false);
@@ -387,14 +383,6 @@ async fn admin(d: &DataArgs, req: AdminRequest) -> Result<(), Failure> {
     drop(tx);
     let _ = printer.await;
     r
-}
-
-/// Whether a request may send mail (invitations).
-fn sends_mail(req: &AdminRequest) -> bool {
-    matches!(
-        req,
-        AdminRequest::Apply { .. } | AdminRequest::Grant { .. } | AdminRequest::InviteResend { .. }
-    )
 }
 
 async fn serve(a: ServeArgs, mut cfg: ServerConfig, stop: Stopper) -> Result<(), Failure> {
