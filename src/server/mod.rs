@@ -503,6 +503,56 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
 
+    async fn portal_of(b: PortalBuilder) -> Portal {
+        b.start_with(
+            Arc::new(crate::store::memory_database().unwrap()),
+            Arc::new(crate::crypto::PlainSealer),
+            Arc::new(crate::blob::mem::MemBlobStore::default()),
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn account_settings_come_from_the_config_and_the_listen_addresses() {
+        let data = Path::new("/srv/sdx");
+        let mut cfg = ServerConfig::default();
+        cfg.webdav.listen = "0.0.0.0:9443".parse().unwrap();
+        cfg.webdav.hostnames = vec!["portal.example".into()];
+        cfg.sftp.listen = "0.0.0.0:2022".parse().unwrap();
+        let (b, route) = accounts_builder(data, &cfg, false).unwrap();
+        assert_eq!(route, MailRoute::None);
+        let p = portal_of(b).await;
+        assert_eq!(p.base_url().as_str(), "https://portal.example:9443");
+        assert_eq!(p.sftp_address(), Some("portal.example:2022"));
+        assert_eq!(p.firm_name(), crate::portal::DEFAULT_FIRM_NAME);
+
+        cfg.webdav.listen = "[::1]:8080".parse().unwrap();
+        cfg.webdav.insecure_http = true;
+        cfg.sftp.enabled = false;
+        cfg.accounts.firm_name = Some("Demo & Co".into());
+        cfg.accounts.invite_ttl_hours = Some(2);
+        let (b, route) = accounts_builder(data, &cfg, true).unwrap();
+        assert_eq!(route, MailRoute::Outbox(data.join("outbox")));
+        let p = portal_of(b).await;
+        assert_eq!(p.base_url().as_str(), "http://[::1]:8080");
+        assert_eq!(p.sftp_address(), None);
+        assert_eq!(p.firm_name(), "Demo & Co");
+        assert_eq!(p.invite_ttl(), std::time::Duration::from_secs(7200));
+
+        cfg.accounts.public_url = Some("https://files.example.com/".into());
+        cfg.accounts.sftp_address = Some("sftp.example.com:22".into());
+        cfg.mail = Some(crate::accounts::MailConfig::Outbox {
+            dir: "/var/spool/sdx".into(),
+            from: "portal@example.com".into(),
+        });
+        let (b, route) = accounts_builder(data, &cfg, true).unwrap();
+        assert_eq!(route, MailRoute::Outbox("/var/spool/sdx".into()));
+        let p = portal_of(b).await;
+        assert_eq!(p.base_url().as_str(), "https://files.example.com");
+        assert_eq!(p.sftp_address(), Some("sftp.example.com:22"));
+    }
+
     #[test]
     fn times_round_trip() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
