@@ -24,8 +24,14 @@
 //! file = "/etc/sdx/master.key"           # default DATA/master.key (provider = "file")
 //! # var = "SDX_MASTER_KEY"               # provider = "env"
 //!
-//! [mail]                                 # see accounts::MailConfig
-//! transport = "smtp"
+//! [accounts]                             # what invitation mails and account pages show
+//! public_url = "https://portal.example.com"   # links in mails; default https://<webdav listen>
+//! firm_name = "Demo & Co"                # default "The firm"
+//! sftp_address = "portal.example.com:2222"    # shown after accepting; default <sftp listen>
+//! invite_ttl_hours = 168                 # invitation links stay valid this long (default 7 days)
+//!
+//! [mail]                                 # see accounts::MailConfig; none: no mail is sent
+//! transport = "smtp"                     # or "outbox" with dir = "/var/spool/sdx-outbox"
 //! host = "smtp.example.com"
 //! from = "Demo & Co <portal@example.com>"
 //!
@@ -45,7 +51,7 @@
 //! format = "text"                        # or "json"
 //! ```
 
-use crate::accounts::{MailConfig, ThrottleConfig};
+use crate::accounts::{BaseUrl, MailConfig, ThrottleConfig};
 use crate::provision::file::{from_toml, line_of};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -156,6 +162,21 @@ pub struct SftpSettings {
     pub host_key: Option<PathBuf>,
 }
 
+/// `[accounts]`: what invitation mails and the account pages (`/invite/`, `/reset/`) show.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccountSettings {
+    /// The public base URL links in mails are built from (`https://portal.example.com`),
+    /// checked by [`BaseUrl::parse`]. `None`: `https://<webdav listen address>` (a wildcard
+    /// address is replaced by the first certificate host name).
+    pub public_url: Option<String>,
+    /// The firm's name in mails and pages (`None`: the library's default).
+    pub firm_name: Option<String>,
+    /// The SFTP address shown to people (`host:port`); `None`: the SFTP listen address.
+    pub sftp_address: Option<String>,
+    /// How long invitation links stay valid, in hours (`None`: 7 days).
+    pub invite_ttl_hours: Option<u64>,
+}
+
 /// `[limits]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -219,7 +240,10 @@ pub struct ServerConfig {
     pub sftp: SftpSettings,
     /// Master key.
     pub key: KeySource,
-    /// Outgoing mail (`None`: the portal's default, a file outbox in the data dir).
+    /// Invitation links and account pages.
+    pub accounts: AccountSettings,
+    /// Outgoing mail. `None`: no mail is sent (`sdx serve --demo` uses a file outbox in the
+    /// demo dir); grants still work and are audited, the invitation can be re-sent later.
     pub mail: Option<MailConfig>,
     /// Login throttling and lockout (`None`: the defaults).
     pub lockout: Option<ThrottleConfig>,
@@ -245,6 +269,7 @@ impl Default for ServerConfig {
                 host_key: None,
             },
             key: KeySource::default(),
+            accounts: AccountSettings::default(),
             mail: None,
             lockout: None,
             limits: Limits::default(),
@@ -272,6 +297,8 @@ struct Raw {
     sftp: RawSftp,
     #[serde(default)]
     key: Option<Spanned<RawKey>>,
+    #[serde(default)]
+    accounts: RawAccounts,
     #[serde(default)]
     mail: Option<MailConfig>,
     #[serde(default)]
@@ -306,6 +333,19 @@ struct RawSftp {
     listen: Option<SocketAddr>,
     #[serde(default)]
     host_key: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAccounts {
+    #[serde(default)]
+    public_url: Option<Spanned<String>>,
+    #[serde(default)]
+    firm_name: Option<Spanned<String>>,
+    #[serde(default)]
+    sftp_address: Option<Spanned<String>>,
+    #[serde(default)]
+    invite_ttl_hours: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -399,6 +439,46 @@ impl ServerConfig {
                     ));
                 }
             };
+        }
+        let acc = raw.accounts;
+        if let Some(u) = acc.public_url {
+            BaseUrl::parse(u.get_ref().trim()).map_err(|e| at(u.span(), e.to_string()))?;
+            c.accounts.public_url = Some(u.get_ref().trim().to_string());
+        }
+        if let Some(f) = acc.firm_name {
+            let name = f.get_ref().trim();
+            if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+                return Err(at(
+                    f.span(),
+                    "firm_name must be 1 to 200 characters on one line".into(),
+                ));
+            }
+            c.accounts.firm_name = Some(name.to_string());
+        }
+        if let Some(a) = acc.sftp_address {
+            let addr = a.get_ref().trim();
+            if addr.is_empty()
+                || addr.len() > 255
+                || addr
+                    .chars()
+                    .any(|ch| ch.is_whitespace() || ch.is_control() || "'\"`$;&|<>/@".contains(ch))
+            {
+                return Err(at(
+                    a.span(),
+                    format!("sftp_address \"{addr}\" is not host or host:port"),
+                ));
+            }
+            c.accounts.sftp_address = Some(addr.to_string());
+        }
+        if let Some(h) = acc.invite_ttl_hours {
+            let hours = *h.get_ref();
+            if !(1..=24 * 90).contains(&hours) {
+                return Err(at(
+                    h.span(),
+                    "invite_ttl_hours must be between 1 and 2160 (90 days)".into(),
+                ));
+            }
+            c.accounts.invite_ttl_hours = Some(hours);
         }
         c.mail = raw.mail;
         c.lockout = raw.lockout;
@@ -528,6 +608,11 @@ transport = "smtp"
 host = "smtp.example.com"
 [lockout]
 forget_after_secs = 60
+[accounts]
+public_url = "https://portal.example.com/"
+firm_name = "Demo & Co"
+sftp_address = "portal.example.com:2022"
+invite_ttl_hours = 48
 [limits]
 shutdown_grace_secs = 3
 [log]
@@ -548,6 +633,16 @@ format = "json"
         assert_eq!(c.key, KeySource::Env("MY_KEY".into()));
         assert!(matches!(c.mail, Some(MailConfig::Smtp(_))));
         assert_eq!(c.lockout.unwrap().forget_after_secs, 60);
+        assert_eq!(
+            c.accounts.public_url.as_deref(),
+            Some("https://portal.example.com/")
+        );
+        assert_eq!(c.accounts.firm_name.as_deref(), Some("Demo & Co"));
+        assert_eq!(
+            c.accounts.sftp_address.as_deref(),
+            Some("portal.example.com:2022")
+        );
+        assert_eq!(c.accounts.invite_ttl_hours, Some(48));
         assert_eq!(c.limits.shutdown_grace_secs, 3);
         assert_eq!(c.limits.cache_mib, 64);
         assert_eq!(c.log.format, LogFormat::Json);
@@ -582,6 +677,15 @@ format = "json"
         assert!(e.message.contains("max_connections"), "{e}");
         let e = ServerConfig::parse("[webdav]\ntls_cert = \"c.pem\"\n").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
+        let e = ServerConfig::parse("[accounts]\n\npublic_url = \"ftp://x\"\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("https://"), "{e}");
+        let e = ServerConfig::parse("[accounts]\nsftp_address = \"a b\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = ServerConfig::parse("[accounts]\ninvite_ttl_hours = 0\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = ServerConfig::parse("[accounts]\nfirm = \"x\"\n").unwrap_err();
+        assert!(e.message.contains("firm"), "{e}");
     }
 
     #[test]

@@ -218,6 +218,14 @@ fn every_command_has_help() {
         &["key", "rotate"],
         &["backup"],
         &["status"],
+        &["invite"],
+        &["invite", "list"],
+        &["invite", "resend"],
+        &["invite", "revoke"],
+        &["app-password"],
+        &["app-password", "create"],
+        &["app-password", "list"],
+        &["app-password", "revoke"],
     ];
     for c in commands {
         let mut args = c.to_vec();

@@ -2,7 +2,7 @@
 //! parsing, logging, printing; the work is in `sdx_portal::server`, `config` and `provision`.
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sdx_portal::config::{KeySource, LogFormat, ServerConfig};
-use sdx_portal::server::admin::{AdminCtx, AdminRequest, ExportFormat, Frame};
+use sdx_portal::server::admin::{AdminCtx, AdminRequest, ExportFormat, Frame, InviteTarget};
 use sdx_portal::server::{self, Failure, SOCKET_NAME, socket};
 use sdx_portal::{Portal, demo, model::Actor};
 use std::net::SocketAddr;
@@ -70,6 +70,18 @@ enum Cmd {
     User {
         #[command(subcommand)]
         cmd: UserCmd,
+    },
+    /// Invitations: list, resend (new link), revoke.
+    Invite {
+        #[command(subcommand)]
+        cmd: InviteCmd,
+    },
+    /// App passwords (one per device, so a mounted drive never stores the main password):
+    /// create (shown once), list, revoke.
+    #[command(name = "app-password")]
+    AppPassword {
+        #[command(subcommand)]
+        cmd: AppPasswordCmd,
     },
     /// The audit trail: export, verify.
     Audit {
@@ -183,6 +195,90 @@ enum UserCmd {
     },
 }
 
+/// Which invitation: an id, or `--contact EMAIL` [`--matter N`].
+#[derive(Args)]
+struct InviteWhich {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Invitation id (see `sdx invite list`).
+    #[arg(required_unless_present = "contact", conflicts_with = "contact")]
+    id: Option<u64>,
+    /// The contact's email: their one invitation that is not accepted.
+    #[arg(long)]
+    contact: Option<String>,
+    /// With --contact: the invitation about this matter (number).
+    #[arg(long, requires = "contact")]
+    matter: Option<String>,
+}
+
+impl InviteWhich {
+    fn target(self) -> (DataArgs, InviteTarget) {
+        let t = match (self.id, self.contact) {
+            (Some(id), _) => InviteTarget::Id(id),
+            (None, email) => InviteTarget::Contact {
+                email: email.unwrap_or_default(),
+                matter: self.matter,
+            },
+        };
+        (self.data, t)
+    }
+}
+
+#[derive(Subcommand)]
+enum InviteCmd {
+    /// List invitations with their state (pending, expired, accepted, revoked).
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Only this contact's (email).
+        #[arg(long)]
+        contact: Option<String>,
+        /// JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mail an invitation again with a new link; the previous link stops working.
+    Resend(InviteWhich),
+    /// Withdraw a pending invitation: its link stops working (access stays as granted).
+    Revoke(InviteWhich),
+}
+
+#[derive(Subcommand)]
+enum AppPasswordCmd {
+    /// Create an app password for a login and print it once (alone on stdout).
+    Create {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The login's email.
+        #[arg(long)]
+        user: String,
+        /// A name for the device (e.g. "office laptop").
+        #[arg(long)]
+        name: String,
+    },
+    /// List a login's app passwords (ids, names, dates; never the secrets).
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The login's email.
+        #[arg(long)]
+        user: String,
+        /// JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one app password: devices using it are refused from their next request.
+    Revoke {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The login's email.
+        #[arg(long)]
+        user: String,
+        /// The app password's id (see `sdx app-password list`).
+        id: u64,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Jsonl,
@@ -272,7 +368,10 @@ async fn admin(d: &DataArgs, req: AdminRequest) -> Result<(), Failure> {
             data.display()
         )));
     }
-    let opened = server::open_data_dir(&data, &cfg.key, cfg.limits.cache_mib << 20).await?;
+    // Mail goes out through [mail] of --config; without it, grants say "not mailed".
+    let (accounts, _) = server::accounts_builder(&data, &cfg, false)?;
+    let opened =
+        server::open_data_dir_with(&data, &cfg.key, cfg.limits.cache_mib << 20, accounts).await?;
     let ctx = AdminCtx::new(opened, false);
     let (tx, mut rx) = tokio::sync::mpsc::channel(256);
     let printer = tokio::spawn(async move {
@@ -333,11 +432,20 @@ async fn serve(a: ServeArgs, mut cfg: ServerConfig, stop: Stopper) -> Result<(),
         )
         .await?;
     }
-    let opened = server::open_data_dir(&data, &cfg.key, cfg.limits.cache_mib << 20).await?;
+    server::run::resolve_free_ports(&mut cfg)?;
+    let (accounts, route) = server::accounts_builder(&data, &cfg, a.demo)?;
+    let opened =
+        server::open_data_dir_with(&data, &cfg.key, cfg.limits.cache_mib << 20, accounts).await?;
     if a.demo {
         demo::provision(&opened.portal).await?;
         print_demo(&opened.portal, &data).await?;
     }
+    if route == server::MailRoute::None {
+        tracing::warn!(
+            "no [mail] configured: invitations and notifications are not sent (grants still work; configure [mail] and `sdx invite resend`)"
+        );
+    }
+    let base = opened.portal.base_url().as_str().to_string();
     let running = server::run::start(opened, &cfg).await?;
     let url = &running.webdav_url;
     say!("WebDAV: {url}");
@@ -356,6 +464,11 @@ async fn serve(a: ServeArgs, mut cfg: ServerConfig, stop: Stopper) -> Result<(),
         say!("  host key fingerprint: {fingerprint}");
         say!("  try:   sftp -P {} '{user}'@{}", addr.port(), addr.ip());
     }
+    say!("Mail: {route}");
+    if a.demo && matches!(route, server::MailRoute::Outbox(_)) {
+        say!("  (demo only: unlike the rest of the data dir these files are not encrypted)");
+    }
+    say!("Invitation links: {base}/invite/...  password reset: {base}/reset");
     say!("Admin socket: {}", running.socket.display());
     say!("Press Ctrl-C to stop.");
     stop.wait().await;
@@ -573,6 +686,32 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             admin(&data, AdminRequest::Backup { out }).await
         }
         Cmd::Status { data } => admin(&data, AdminRequest::Ping).await,
+        Cmd::Invite { cmd } => match cmd {
+            InviteCmd::List {
+                data,
+                contact,
+                json,
+            } => admin(&data, AdminRequest::InviteList { contact, json }).await,
+            InviteCmd::Resend(w) => {
+                let (data, target) = w.target();
+                admin(&data, AdminRequest::InviteResend { target }).await
+            }
+            InviteCmd::Revoke(w) => {
+                let (data, target) = w.target();
+                admin(&data, AdminRequest::InviteRevoke { target }).await
+            }
+        },
+        Cmd::AppPassword { cmd } => match cmd {
+            AppPasswordCmd::Create { data, user, name } => {
+                admin(&data, AdminRequest::AppPasswordCreate { user, name }).await
+            }
+            AppPasswordCmd::List { data, user, json } => {
+                admin(&data, AdminRequest::AppPasswordList { user, json }).await
+            }
+            AppPasswordCmd::Revoke { data, user, id } => {
+                admin(&data, AdminRequest::AppPasswordRevoke { user, id }).await
+            }
+        },
     }
 }
 
@@ -600,6 +739,15 @@ fn config_arg(cmd: &Cmd) -> Option<&Path> {
         Cmd::Key {
             cmd: KeyCmd::Rotate { data, .. },
         } => data,
+        Cmd::Invite { cmd } => match cmd {
+            InviteCmd::List { data, .. } => data,
+            InviteCmd::Resend(w) | InviteCmd::Revoke(w) => &w.data,
+        },
+        Cmd::AppPassword { cmd } => match cmd {
+            AppPasswordCmd::Create { data, .. }
+            | AppPasswordCmd::List { data, .. }
+            | AppPasswordCmd::Revoke { data, .. } => data,
+        },
     };
     d.config.as_deref()
 }

@@ -182,6 +182,19 @@ impl PortalBuilder {
         let blobs = blobs.unwrap_or_else(|| Arc::new(MemBlobStore::default()));
         Portal::start_with(db, sealer, blobs, self.dir, self.accounts, encrypted).await
     }
+
+    /// Starts the portal over an already open database with this builder's account settings
+    /// (mailer, base URL, throttle...), for hosts that open the database and keys themselves
+    /// (the `sdx` server). The sealer and blob store given here are used (the builder's are
+    /// ignored); the portal counts as encrypted at rest (no default mail outbox).
+    pub async fn start_with(
+        self,
+        db: Arc<redb::Database>,
+        sealer: Arc<dyn Sealer>,
+        blobs: Arc<dyn BlobStore>,
+    ) -> Result<Portal> {
+        Portal::start_with(db, sealer, blobs, self.dir, self.accounts, true).await
+    }
 }
 
 impl Portal {

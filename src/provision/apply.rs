@@ -577,7 +577,14 @@ async fn run_inner(ap: &mut Applier<'_>, file: &PortalFile) -> Res<()> {
                 };
                 ap.note(Op::Add, format!("portal access for {who}{note}"));
                 if let (false, Some(mid), Some(part_id)) = (dry, id, part_id) {
-                    p.grant_access(a, mid, part_id).await.map_err(at(pl))?;
+                    let g = p.grant_access(a, mid, part_id).await.map_err(at(pl))?;
+                    if let (Some(inv), false) = (g.invitation, g.mailed)
+                        && let Some(c) = ap.changes.last_mut()
+                    {
+                        c.what.push_str(&format!(
+                            " [invitation {inv} not mailed: `sdx invite resend {inv}` once mail works]"
+                        ));
+                    }
                 }
             } else if !part.portal && has_access {
                 ap.note(Op::Remove, format!("portal access for {who}"));

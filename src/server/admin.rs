@@ -4,7 +4,8 @@
 use super::{Failure, Opened};
 use crate::audit::{AuditAction, AuditEntry, AuditFilter, NewEntry, Outcome};
 use crate::model::*;
-use crate::portal::ParticipantInfo;
+use crate::portal::{InvitationInfo, ParticipantInfo};
+use crate::store::records::{InvitationKind, InvitationStatus};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use tokio::sync::mpsc;
@@ -88,6 +89,59 @@ pub enum AdminRequest {
     Backup {
         /// Target directory (must not exist, or be empty).
         out: PathBuf,
+    },
+    /// List invitations (not password resets).
+    InviteList {
+        /// Only this contact's (email).
+        contact: Option<String>,
+        /// JSON lines instead of a table.
+        json: bool,
+    },
+    /// Send an invitation again with a new link (the old link stops working).
+    InviteResend {
+        /// Which one: an invitation id, or the contact whose only open invitation it is.
+        target: InviteTarget,
+    },
+    /// Withdraw a pending invitation (its link stops working; access stays as granted).
+    InviteRevoke {
+        /// Which one.
+        target: InviteTarget,
+    },
+    /// Create an app password for a login; the secret is printed once.
+    AppPasswordCreate {
+        /// The login (email).
+        user: String,
+        /// Device name.
+        name: String,
+    },
+    /// List a login's app passwords (never the secrets).
+    AppPasswordList {
+        /// The login (email).
+        user: String,
+        /// JSON lines instead of a table.
+        json: bool,
+    },
+    /// Revoke one of a login's app passwords.
+    AppPasswordRevoke {
+        /// The login (email).
+        user: String,
+        /// The app password's id (see the list).
+        id: u64,
+    },
+}
+
+/// Which invitation a resend or revoke is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InviteTarget {
+    /// By id (see `sdx invite list`).
+    Id(u64),
+    /// The contact's one invitation that is not accepted (with `matter`, the one about it).
+    Contact {
+        /// Contact email.
+        email: String,
+        /// Matter number.
+        matter: Option<String>,
     },
 }
 
@@ -243,6 +297,140 @@ async fn participant(
     }
 }
 
+async fn login_by_email(ctx: &AdminCtx, email: &str) -> Result<LoginId, Failure> {
+    ctx.opened
+        .portal
+        .find_login(&Actor::system(), email)
+        .await?
+        .map(|l| l.id)
+        .ok_or_else(|| Failure(format!("no login with email {email} (see `sdx user list`)")))
+}
+
+/// The invitation a resend or revoke names.
+async fn invitation_of(ctx: &AdminCtx, target: &InviteTarget) -> Result<InvitationId, Failure> {
+    let (email, matter) = match target {
+        InviteTarget::Id(id) => return Ok(InvitationId(*id)),
+        InviteTarget::Contact { email, matter } => (email, matter),
+    };
+    let p = &ctx.opened.portal;
+    let sys = Actor::system();
+    let contact = p
+        .find_contact(&sys, email)
+        .await?
+        .ok_or_else(|| Failure(format!("no contact with email {email}")))?;
+    let matter_id = match matter {
+        Some(n) => Some(matter_by_number(ctx, n).await?),
+        None => None,
+    };
+    let open: Vec<InvitationInfo> = p
+        .invitations(&sys, Some(contact.id))
+        .await?
+        .into_iter()
+        .filter(|i| i.status != InvitationStatus::Accepted)
+        .filter(|i| matter_id.is_none() || i.matter == matter_id)
+        .collect();
+    match open.as_slice() {
+        [one] => Ok(one.id),
+        [] => Err(Failure(format!(
+            "{email} has no invitation that is not accepted{} (see `sdx invite list`)",
+            matter
+                .as_deref()
+                .map(|m| format!(" for {m}"))
+                .unwrap_or_default()
+        ))),
+        many => Err(Failure(format!(
+            "{email} has {} open invitations ({}): give the id",
+            many.len(),
+            many.iter()
+                .map(|i| i.id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+fn invitation_state(i: &InvitationInfo) -> &'static str {
+    match i.status {
+        InvitationStatus::Accepted => "accepted",
+        InvitationStatus::Revoked => "revoked",
+        InvitationStatus::Pending if i.expired => "expired",
+        InvitationStatus::Pending => "pending",
+    }
+}
+
+async fn list_invitations(
+    ctx: &AdminCtx,
+    contact: Option<String>,
+    json: bool,
+    o: &Output,
+) -> Result<(), Failure> {
+    let p = &ctx.opened.portal;
+    let sys = Actor::system();
+    let cid = match &contact {
+        Some(e) => Some(
+            p.find_contact(&sys, e)
+                .await?
+                .ok_or_else(|| Failure(format!("no contact with email {e}")))?
+                .id,
+        ),
+        None => None,
+    };
+    let numbers: std::collections::HashMap<MatterId, String> = p
+        .matters(&sys)
+        .await?
+        .into_iter()
+        .map(|m| (m.id, m.number))
+        .collect();
+    let mut list = p.invitations(&sys, cid).await?;
+    list.sort_by_key(|i| i.id.0);
+    if !json {
+        out(
+            o,
+            format!(
+                "{:>6} {:<32} {:<14} {:<10} {:<9} {:>4}  EXPIRES",
+                "ID", "EMAIL", "MATTER", "KIND", "STATE", "SENT"
+            ),
+        )
+        .await;
+    }
+    for i in list {
+        let matter = i
+            .matter
+            .map(|m| numbers.get(&m).cloned().unwrap_or_else(|| m.to_string()))
+            .unwrap_or_default();
+        let kind = match i.kind {
+            InvitationKind::NewLogin => "new-login",
+            InvitationKind::NewMatter => "new-matter",
+            InvitationKind::PasswordReset => "reset",
+        };
+        let state = invitation_state(&i);
+        if json {
+            let v = serde_json::json!({
+                "id": i.id.0, "email": i.email, "matter": matter, "kind": kind,
+                "state": state, "sent": i.sent, "created": super::rfc3339(i.created),
+                "expires": super::rfc3339(i.expires),
+            });
+            out(o, v.to_string()).await;
+        } else {
+            out(
+                o,
+                format!(
+                    "{:>6} {:<32} {:<14} {:<10} {:<9} {:>4}  {}",
+                    i.id.0,
+                    i.email,
+                    matter,
+                    kind,
+                    state,
+                    i.sent,
+                    super::rfc3339(i.expires)
+                ),
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
+
 /// Runs one request, writing its output to `o`. An `Err` is the command's one-line failure.
 pub async fn execute(ctx: &AdminCtx, req: AdminRequest, o: &Output) -> Result<(), Failure> {
     let p = &ctx.opened.portal;
@@ -317,14 +505,24 @@ pub async fn execute(ctx: &AdminCtx, req: AdminRequest, o: &Output) -> Result<()
             let msg = if !g.granted {
                 format!("{contact} ({tname}) already has portal access to {matter}")
             } else {
-                let inv = match g.invitation_kind {
-                    Some(crate::store::records::InvitationKind::NewLogin) => {
-                        "; an invitation to create a login was recorded"
-                    }
-                    Some(crate::store::records::InvitationKind::NewMatter) => {
-                        "; a new-matter notice was recorded"
-                    }
+                let what = match g.invitation_kind {
+                    Some(InvitationKind::NewLogin) => "an invitation to create a login",
+                    Some(InvitationKind::NewMatter) => "a new-matter notice",
                     _ => "",
+                };
+                let inv = match (g.invitation, g.mailed) {
+                    (None, _) => String::new(),
+                    (Some(id), true) => format!("; {what} was mailed (invitation {id})"),
+                    (Some(id), false) => {
+                        warn(
+                            o,
+                            format!(
+                                "warning: the invitation to {contact} was recorded but not mailed (no [mail] configured, or delivery failed: see the log); send it with `sdx invite resend {id}` once mail works"
+                            ),
+                        )
+                        .await;
+                        format!("; {what} was recorded (invitation {id}, not mailed)")
+                    }
                 };
                 format!("granted {contact} ({tname}) portal access to {matter}{inv}")
             };
@@ -396,6 +594,105 @@ pub async fn execute(ctx: &AdminCtx, req: AdminRequest, o: &Output) -> Result<()
             let r = super::backup::backup(ctx, &dir, o).await?;
             out(o, r.summary()).await;
             Ok(())
+        }
+        AdminRequest::InviteList { contact, json } => list_invitations(ctx, contact, json, o).await,
+        AdminRequest::InviteResend { target } => {
+            let id = invitation_of(ctx, &target).await?;
+            let i = p.resend_invitation(&sys, id).await.map_err(|e| {
+                Failure(format!(
+                    "invitation {id} not re-sent: {e}{}",
+                    if matches!(e, crate::Error::NotFound(_)) {
+                        " (see `sdx invite list`)"
+                    } else {
+                        ""
+                    }
+                ))
+            })?;
+            out(
+                o,
+                format!(
+                    "re-sent invitation {id} to {} with a new link (valid until {}; the previous link no longer works)",
+                    i.email,
+                    super::rfc3339(i.expires)
+                ),
+            )
+            .await;
+            Ok(())
+        }
+        AdminRequest::InviteRevoke { target } => {
+            let id = invitation_of(ctx, &target).await?;
+            let done = p.revoke_invitation(&sys, id).await?;
+            out(
+                o,
+                if done {
+                    format!(
+                        "revoked invitation {id}: its link no longer works (portal access stays as granted: `sdx revoke` removes it)"
+                    )
+                } else {
+                    format!("invitation {id} was not pending: nothing to revoke")
+                },
+            )
+            .await;
+            Ok(())
+        }
+        AdminRequest::AppPasswordCreate { user, name } => {
+            let login = login_by_email(ctx, &user).await?;
+            let n = p.create_app_password(&sys, login, &name).await?;
+            // The secret alone on stdout (for scripts); the explanation on stderr.
+            out(o, n.secret.as_str()).await;
+            warn(
+                o,
+                format!(
+                    "app password {} \"{}\" created for {user}: use it instead of the password on that device; it is shown only this once (revoke with `sdx app-password revoke --user {user} {}`)",
+                    n.info.id, n.info.name, n.info.id
+                ),
+            )
+            .await;
+            Ok(())
+        }
+        AdminRequest::AppPasswordList { user, json } => {
+            let login = login_by_email(ctx, &user).await?;
+            let list = p.app_passwords(&sys, login).await?;
+            if !json {
+                out(o, format!("{:>20}  {:<24}  NAME", "ID", "CREATED")).await;
+            }
+            for a in list {
+                if json {
+                    let v = serde_json::json!({
+                        "id": a.id, "name": a.name, "created": super::rfc3339(a.created),
+                    });
+                    out(o, v.to_string()).await;
+                } else {
+                    out(
+                        o,
+                        format!(
+                            "{:>20}  {:<24}  {}",
+                            a.id,
+                            super::rfc3339(a.created),
+                            a.name
+                        ),
+                    )
+                    .await;
+                }
+            }
+            Ok(())
+        }
+        AdminRequest::AppPasswordRevoke { user, id } => {
+            let login = login_by_email(ctx, &user).await?;
+            if p.revoke_app_password(&sys, login, id).await? {
+                out(
+                    o,
+                    format!(
+                        "revoked app password {id} of {user}: devices using it are refused from their next request"
+                    ),
+                )
+                .await;
+                Ok(())
+            } else {
+                Err(Failure(format!(
+                    "{user} has no app password {id} (see `sdx app-password list --user {user}`)"
+                )))
+            }
         }
     }
 }

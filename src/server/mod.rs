@@ -12,7 +12,15 @@
 //!   ssh_host_ed25519_key      SFTP host key (mode 0600)
 //!   cert.pem, key.pem         self-signed TLS pair, when no certificate is configured
 //!   admin.sock                the admin socket while `sdx serve` runs (mode 0600)
+//!   outbox/                   `sdx serve --demo` only: mails as .eml files (plaintext!)
 //! ```
+//!
+//! ## Mail
+//! Invitations, password resets and notifications go through the mailer of `[mail]`
+//! ([`accounts_builder`]). Without `[mail]` nothing is sent: grants still work, the invitation
+//! is recorded and audited (`mailed = false`) and can be re-sent (`sdx invite resend`) once mail
+//! is configured. Only `sdx serve --demo` writes mail into the data dir (`DATA/outbox`),
+//! announced as plaintext when it starts: the rest of the data dir is encrypted, mails are not.
 //!
 //! ## One process per data dir
 //! redb opens a database in one process only. While `sdx serve` runs, it listens on
@@ -26,9 +34,9 @@ pub mod backup;
 pub mod run;
 pub mod socket;
 
-use crate::Portal;
 use crate::config::{KeySource, ServerConfig};
 use crate::crypto::Keyring;
+use crate::{Portal, PortalBuilder};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -93,12 +101,140 @@ pub(crate) fn mkdir_private(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
-/// Opens the portal in `data`, encrypted under the master key from `key`. Errors say what to do:
-/// a missing data dir or key, a data dir held by a running server, a wrong key.
+/// Where the portal's mail goes, for people reading `sdx serve`'s output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MailRoute {
+    /// No `[mail]`: nothing is sent (grants are recorded, invitations can be re-sent later).
+    None,
+    /// `.eml` files in this folder.
+    Outbox(PathBuf),
+    /// SMTP to this host.
+    Smtp(String),
+}
+
+impl std::fmt::Display for MailRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MailRoute::None => f.write_str(
+                "not sent: no [mail] configured (invitations are recorded; `sdx invite resend` once mail works)",
+            ),
+            MailRoute::Outbox(d) => write!(
+                f,
+                "written to {} as .eml files (plaintext: names and links of clients)",
+                d.display()
+            ),
+            MailRoute::Smtp(h) => write!(f, "sent over SMTP via {h}"),
+        }
+    }
+}
+
+/// A host (IP address or name) and port as written in a URL authority.
+fn authority(ip: std::net::IpAddr, port: u16, hostnames: &[String]) -> String {
+    let host = if ip.is_unspecified() {
+        hostnames
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "localhost".into())
+    } else {
+        ip.to_string()
+    };
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The portal's account settings from the configuration: the mailer of `[mail]` (with
+/// `demo_outbox` and no `[mail]`, a file outbox in `DATA/outbox`), the `[lockout]` thresholds,
+/// the `[accounts]` base URL, firm name, SFTP address and invitation lifetime. Defaults for the
+/// base URL and SFTP address come from the listen addresses in `cfg`.
+pub fn accounts_builder(
+    data: &Path,
+    cfg: &ServerConfig,
+    demo_outbox: bool,
+) -> Result<(PortalBuilder, MailRoute), Failure> {
+    let mut b = PortalBuilder::new(data);
+    let route = match (&cfg.mail, demo_outbox) {
+        (Some(m), _) => {
+            b = b.mailer(
+                crate::accounts::mailer_from_config(m)
+                    .map_err(|e| Failure(format!("[mail]: {e}")))?,
+            );
+            match m {
+                crate::accounts::MailConfig::Outbox { dir, .. } => MailRoute::Outbox(dir.clone()),
+                crate::accounts::MailConfig::Smtp(s) => MailRoute::Smtp(s.host.clone()),
+            }
+        }
+        (None, true) => {
+            let dir = data.join("outbox");
+            b = b.mailer(std::sync::Arc::new(crate::accounts::FileOutbox::new(
+                dir.clone(),
+            )));
+            MailRoute::Outbox(dir)
+        }
+        (None, false) => MailRoute::None,
+    };
+    if let Some(t) = &cfg.lockout {
+        b = b.throttle(t.clone());
+    }
+    let url = match &cfg.accounts.public_url {
+        Some(u) => u.clone(),
+        None => format!(
+            "{}://{}",
+            if cfg.webdav.insecure_http {
+                "http"
+            } else {
+                "https"
+            },
+            authority(
+                cfg.webdav.listen.ip(),
+                cfg.webdav.listen.port(),
+                &cfg.webdav.hostnames
+            )
+        ),
+    };
+    b = b.base_url(
+        crate::accounts::BaseUrl::parse(&url).map_err(|e| Failure(format!("[accounts]: {e}")))?,
+    );
+    if let Some(f) = &cfg.accounts.firm_name {
+        b = b.firm_name(f.clone());
+    }
+    match &cfg.accounts.sftp_address {
+        Some(a) => b = b.sftp_address(a.clone()),
+        None if cfg.sftp.enabled => {
+            b = b.sftp_address(authority(
+                cfg.sftp.listen.ip(),
+                cfg.sftp.listen.port(),
+                &cfg.webdav.hostnames,
+            ))
+        }
+        None => {}
+    }
+    if let Some(h) = cfg.accounts.invite_ttl_hours {
+        b = b.invite_ttl(std::time::Duration::from_secs(h.saturating_mul(3600)));
+    }
+    Ok((b, route))
+}
+
+/// Opens the portal in `data`, encrypted under the master key from `key`, with the library's
+/// default account settings (no mail is sent). See [`open_data_dir_with`].
 pub async fn open_data_dir(
     data: &Path,
     key: &KeySource,
     cache_bytes: usize,
+) -> Result<Opened, Failure> {
+    open_data_dir_with(data, key, cache_bytes, PortalBuilder::new(data)).await
+}
+
+/// Opens the portal in `data`, encrypted under the master key from `key`, with the account
+/// settings of `accounts` (see [`accounts_builder`]). Errors say what to do: a missing data dir
+/// or key, a data dir held by a running server, a wrong key.
+pub async fn open_data_dir_with(
+    data: &Path,
+    key: &KeySource,
+    cache_bytes: usize,
+    accounts: PortalBuilder,
 ) -> Result<Opened, Failure> {
     let db_path = data.join(DB_NAME);
     if !data.is_dir() {
@@ -171,13 +307,9 @@ pub async fn open_data_dir(
     })
     .await
     .map_err(|e| Failure(format!("opening the data dir failed: {e}")))??;
-    let portal = Portal::start(
-        db,
-        Arc::new(keys.sealer()),
-        Arc::new(blobs),
-        Some(data.to_path_buf()),
-    )
-    .await?;
+    let portal: Portal = accounts
+        .start_with(db, Arc::new(keys.sealer()), Arc::new(blobs))
+        .await?;
     Ok(Opened {
         portal,
         keyring: keys,
@@ -370,6 +502,56 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn portal_of(b: PortalBuilder) -> Portal {
+        b.start_with(
+            Arc::new(crate::store::memory_database().unwrap()),
+            Arc::new(crate::crypto::PlainSealer),
+            Arc::new(crate::blob::mem::MemBlobStore::default()),
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn account_settings_come_from_the_config_and_the_listen_addresses() {
+        let data = Path::new("/srv/sdx");
+        let mut cfg = ServerConfig::default();
+        cfg.webdav.listen = "0.0.0.0:9443".parse().unwrap();
+        cfg.webdav.hostnames = vec!["portal.example".into()];
+        cfg.sftp.listen = "0.0.0.0:2022".parse().unwrap();
+        let (b, route) = accounts_builder(data, &cfg, false).unwrap();
+        assert_eq!(route, MailRoute::None);
+        let p = portal_of(b).await;
+        assert_eq!(p.base_url().as_str(), "https://portal.example:9443");
+        assert_eq!(p.sftp_address(), Some("portal.example:2022"));
+        assert_eq!(p.firm_name(), crate::portal::DEFAULT_FIRM_NAME);
+
+        cfg.webdav.listen = "[::1]:8080".parse().unwrap();
+        cfg.webdav.insecure_http = true;
+        cfg.sftp.enabled = false;
+        cfg.accounts.firm_name = Some("Demo & Co".into());
+        cfg.accounts.invite_ttl_hours = Some(2);
+        let (b, route) = accounts_builder(data, &cfg, true).unwrap();
+        assert_eq!(route, MailRoute::Outbox(data.join("outbox")));
+        let p = portal_of(b).await;
+        assert_eq!(p.base_url().as_str(), "http://[::1]:8080");
+        assert_eq!(p.sftp_address(), None);
+        assert_eq!(p.firm_name(), "Demo & Co");
+        assert_eq!(p.invite_ttl(), std::time::Duration::from_secs(7200));
+
+        cfg.accounts.public_url = Some("https://files.example.com/".into());
+        cfg.accounts.sftp_address = Some("sftp.example.com:22".into());
+        cfg.mail = Some(crate::accounts::MailConfig::Outbox {
+            dir: "/var/spool/sdx".into(),
+            from: "portal@example.com".into(),
+        });
+        let (b, route) = accounts_builder(data, &cfg, true).unwrap();
+        assert_eq!(route, MailRoute::Outbox("/var/spool/sdx".into()));
+        let p = portal_of(b).await;
+        assert_eq!(p.base_url().as_str(), "https://files.example.com");
+        assert_eq!(p.sftp_address(), Some("sftp.example.com:22"));
+    }
 
     #[test]
     fn times_round_trip() {

@@ -23,6 +23,8 @@ pub struct Running {
     webdav: RunningServer,
     sftp_server: Option<RunningSftpServer>,
     admin: AdminSocket,
+    notifier: crate::accounts::Notifier,
+    cache_watch: tokio::task::JoinHandle<()>,
     grace: Duration,
 }
 
@@ -46,7 +48,54 @@ fn in_use(what: &str, addr: SocketAddr, e: &std::io::Error, flag: &str) -> Failu
     }
 }
 
-/// Starts WebDAV (and SFTP, unless disabled) on the configured addresses, and the admin socket.
+/// Replaces a port 0 in the WebDAV and SFTP listen addresses by a free port, so the links in
+/// invitation mails (built from the listen address when `[accounts] public_url` is not set) and
+/// the SFTP address shown after accepting name the port actually served. The port is found by
+/// binding and releasing it: another process could take it in between (the start then fails
+/// with "port in use").
+pub fn resolve_free_ports(cfg: &mut ServerConfig) -> Result<(), Failure> {
+    let free = |a: SocketAddr, what: &str| -> Result<SocketAddr, Failure> {
+        std::net::TcpListener::bind(a)
+            .and_then(|l| l.local_addr())
+            .map_err(|e| Failure(format!("can't find a free port for {what} on {a}: {e}")))
+    };
+    if cfg.webdav.listen.port() == 0 && cfg.accounts.public_url.is_none() {
+        cfg.webdav.listen = free(cfg.webdav.listen, "WebDAV")?;
+    }
+    if cfg.sftp.enabled && cfg.sftp.listen.port() == 0 && cfg.accounts.sftp_address.is_none() {
+        cfg.sftp.listen = free(cfg.sftp.listen, "SFTP")?;
+    }
+    Ok(())
+}
+
+/// How often the WebDAV login cache is compared with the portal's access epoch.
+const ACCESS_POLL: Duration = Duration::from_millis(50);
+
+/// Empties the WebDAV login cache whenever credentials or access change in the portal
+/// ([`crate::Portal::access_epoch`]: a password changed, an app password revoked, a login
+/// disabled), so a revoked credential stops working within [`ACCESS_POLL`] instead of the
+/// cache's lifetime (60 s).
+fn watch_access(
+    portal: crate::Portal,
+    cache: Arc<crate::webdav::auth::AuthCache<crate::model::Principal>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seen = portal.access_epoch();
+        let mut tick = tokio::time::interval(ACCESS_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = portal.access_epoch();
+            if now != seen {
+                seen = now;
+                cache.bump_generation();
+            }
+        }
+    })
+}
+
+/// Starts WebDAV (with the account pages `/invite/`, `/reset/` on the same listener) and SFTP
+/// (unless disabled) on the configured addresses, the notification mails and the admin socket.
 pub async fn start(opened: Opened, cfg: &ServerConfig) -> Result<Running, Failure> {
     let data = opened.data.clone();
     let portal = opened.portal.clone();
@@ -67,21 +116,12 @@ pub async fn start(opened: Opened, cfg: &ServerConfig) -> Result<Running, Failur
         shutdown_grace: Duration::from_secs(cfg.limits.shutdown_grace_secs),
         ..ServerLimits::default()
     };
-    // TODO(accounts): hand these to the portal once it takes a mailer and a throttle
-    // (issue 6); until then they are checked, so a bad [mail] or [lockout] fails at start.
-    if let Some(mail) = &cfg.mail {
-        crate::accounts::mailer_from_config(mail).map_err(|e| Failure(format!("[mail]: {e}")))?;
-        tracing::warn!("[mail] is checked but not used yet: this build sends no mail");
-    }
-    if cfg.lockout.is_some() {
-        tracing::warn!("[lockout] is checked but not used yet by this build");
-    }
     let addr = cfg.webdav.listen;
-    // TODO(accounts): `.fallback(accounts::web::invite_pages(portal))` for /invite/ and /reset/.
     let webdav = crate::webdav::mount::builder(&portal, addr)
         .await?
         .tls(tls)
         .limits(limits)
+        .fallback(crate::accounts::web::invite_pages(portal.clone()))
         .bind()
         .await
         .map_err(|e| match e {
@@ -92,8 +132,9 @@ pub async fn start(opened: Opened, cfg: &ServerConfig) -> Result<Running, Failur
                 "--insecure-http is allowed only on a loopback address, not {a}: use TLS (--tls-cert/--tls-key) instead"
             )),
             other => Failure(other.to_string()),
-        })?
-        .spawn();
+        })?;
+    let cache_watch = watch_access(portal.clone(), webdav.service().auth_cache().clone());
+    let webdav = webdav.spawn();
     let webdav_addr = webdav.local_addr();
     let mut sftp_server = None;
     if cfg.sftp.enabled {
@@ -123,6 +164,7 @@ pub async fn start(opened: Opened, cfg: &ServerConfig) -> Result<Running, Failur
         match started {
             Ok(s) => sftp_server = Some(s),
             Err(e) => {
+                cache_watch.abort();
                 let _ = webdav.shutdown().await;
                 return Err(e);
             }
@@ -133,6 +175,7 @@ pub async fn start(opened: Opened, cfg: &ServerConfig) -> Result<Running, Failur
     let admin = match super::socket::listen(ctx, &socket).await {
         Ok(s) => s,
         Err(e) => {
+            cache_watch.abort();
             if let Some(s) = sftp_server {
                 let _ = s.stop().await;
             }
@@ -140,6 +183,7 @@ pub async fn start(opened: Opened, cfg: &ServerConfig) -> Result<Running, Failur
             return Err(e);
         }
     };
+    let notifier = portal.start_notifications(crate::accounts::BatchConfig::default());
     Ok(Running {
         webdav_url: format!("{scheme}://{webdav_addr}/dav/"),
         webdav_addr,
@@ -150,6 +194,8 @@ pub async fn start(opened: Opened, cfg: &ServerConfig) -> Result<Running, Failur
         webdav,
         sftp_server,
         admin,
+        notifier,
+        cache_watch,
         grace: Duration::from_secs(cfg.limits.shutdown_grace_secs),
     })
 }
@@ -158,8 +204,10 @@ impl Running {
     /// Graceful stop: no new connections; WebDAV requests in flight may finish within the grace
     /// period (then they are aborted: an aborted upload leaves no document and the previous
     /// version intact); SFTP sessions are closed (open uploads are aborted the same way); the
-    /// admin socket goes away.
+    /// admin socket goes away; then pending notification mails are sent.
     pub async fn shutdown(self) -> Result<(), Failure> {
+        let notifier = self.notifier;
+        self.cache_watch.abort();
         let sftp = self.sftp_server;
         if let Some(s) = &sftp {
             s.shutdown();
@@ -175,6 +223,8 @@ impl Running {
             sftp_wait,
             self.admin.shutdown(self.grace)
         );
+        // After the front ends: the last uploads' notifications are still batched.
+        notifier.shutdown().await;
         w.map_err(|e| Failure(e.to_string()))?;
         s
     }
