@@ -23,11 +23,13 @@
 //! concurrent connections are capped. Shutdown is graceful: stop accepting, let in-flight requests
 //! finish, then abort whatever is left after [`ServerLimits::shutdown_grace`].
 
-use super::auth::{AuthCache, AuthError, Authenticator, parse_basic};
+use super::auth::{AuthCache, AuthError, Authenticator, EpochSource, parse_basic};
+use super::quirks::{self, Depth, Reject};
 use super::lock_system::PortalLockSystem;
 use crate::locks::LockManager;
 use bytes::{Buf, Bytes};
 use dav_server::body::Body;
+use dav_server::davpath::DavPath;
 use dav_server::fs::GuardedFileSystem;
 use dav_server::{DavConfig, DavHandler, DavMethod, DavMethodSet};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -39,9 +41,10 @@ use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -61,6 +64,117 @@ pub struct DavCtx<P> {
     pub principal: P,
     /// The client's address (for audit entries).
     pub remote: SocketAddr,
+    state: Arc<RequestState>,
+}
+
+/// Why a request was refused, recorded by the filesystem for the response body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The status to answer with instead of dav-server's (`None`: keep dav-server's).
+    pub status: Option<StatusCode>,
+    /// The reason, in words a client understands.
+    pub reason: String,
+}
+
+/// What the filesystem learned about one path during a request (a PROPFIND asks for the same
+/// node's properties several times; a listing fetches all children's at once).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct NodeInfo {
+    /// SHA-256 of a document's content, if known.
+    pub(crate) sha256: Option<[u8; 32]>,
+    /// Its dead properties, if read.
+    pub(crate) props: Option<Vec<crate::tree::DeadProp>>,
+}
+
+/// Most nodes remembered per request.
+const MAX_NODE_CACHE: usize = 100_000;
+
+/// State of one request, shared by the service and every filesystem call it makes.
+#[derive(Debug, Default)]
+struct RequestState {
+    refusal: Mutex<Option<Refusal>>,
+    oc_mtime: Option<SystemTime>,
+    oc_checksums: bool,
+    nodes: Mutex<HashMap<String, NodeInfo>>,
+}
+
+impl<P> DavCtx<P> {
+    /// The context of a request by `principal` from `remote`.
+    pub fn new(principal: P, remote: SocketAddr) -> Self {
+        DavCtx {
+            principal,
+            remote,
+            state: Arc::default(),
+        }
+    }
+
+    fn with_client_hints(mut self, oc_mtime: Option<SystemTime>, oc_checksums: bool) -> Self {
+        self.state = Arc::new(RequestState {
+            oc_mtime,
+            oc_checksums,
+            ..RequestState::default()
+        });
+        self
+    }
+
+    /// Records why the request is being refused (the first reason wins). The service puts it in
+    /// the body of the error response, and answers with `status` if one is given.
+    pub fn refuse(&self, status: Option<StatusCode>, reason: impl Into<String>) {
+        let mut r = self
+            .state
+            .refusal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if r.is_none() {
+            *r = Some(Refusal {
+                status,
+                reason: reason.into(),
+            });
+        }
+    }
+
+    /// The recorded refusal, if any.
+    pub fn refusal(&self) -> Option<Refusal> {
+        self.state
+            .refusal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The modification time a PUT carried in `X-OC-Mtime` (ownCloud clients such as rclone).
+    pub fn oc_mtime(&self) -> Option<SystemTime> {
+        self.state.oc_mtime
+    }
+
+    /// Whether the client is an ownCloud-style client (a PUT with `X-OC-Mtime` or
+    /// `OC-Checksum`) that reads `oc:checksums` back, so an upload should compute them.
+    pub fn wants_checksums(&self) -> bool {
+        self.state.oc_checksums
+    }
+
+    /// What is known about `path` in this request.
+    pub(crate) fn node(&self, path: &str) -> Option<NodeInfo> {
+        self.state
+            .nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(path)
+            .cloned()
+    }
+
+    /// Remembers something about `path` for the rest of this request.
+    pub(crate) fn remember(&self, path: &str, f: impl FnOnce(&mut NodeInfo)) {
+        let mut m = self
+            .state
+            .nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if m.len() >= MAX_NODE_CACHE && !m.contains_key(path) {
+            return;
+        }
+        f(m.entry(path.to_string()).or_default());
+    }
 }
 
 /// Error type of request bodies passed to the fallback.
@@ -127,6 +241,11 @@ pub struct ServerLimits {
     pub auth_cache_ttl: Duration,
     /// Most cached logins.
     pub auth_cache_capacity: usize,
+    /// Largest request body of the XML methods (PROPFIND, PROPPATCH, LOCK…); PUT bodies are
+    /// streamed and not limited here.
+    pub max_xml_body: usize,
+    /// Time a client has to send such a body.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -141,12 +260,17 @@ impl Default for ServerLimits {
             shutdown_grace: Duration::from_secs(10),
             auth_cache_ttl: Duration::from_secs(60),
             auth_cache_capacity: 4096,
+            max_xml_body: 64 * 1024,
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }
 
 struct ServiceInner<P: Clone + Send + Sync + 'static> {
     config: DavConfig<DavCtx<P>>,
+    fs: Box<dyn GuardedFileSystem<DavCtx<P>>>,
+    max_xml_body: usize,
+    body_read_timeout: Duration,
     locks: Option<LockManager>,
     auth: Arc<dyn Authenticator<P>>,
     cache: Arc<AuthCache<P>>,
@@ -366,7 +490,80 @@ where
             Ok(p) => p,
             Err(resp) => return resp,
         };
+        if let Err(r) = check_request(&req) {
+            return reject(r);
+        }
+        let depth = match quirks::depth(req.headers()) {
+            Ok(d) => d,
+            Err(r) => return reject(r),
+        };
+        let method = req.method().clone();
+        let mut req = req;
+        if method.as_str() == "PROPFIND" {
+            match depth {
+                Some(Depth::Infinity) => return finite_depth(),
+                // RFC 4918 reads a missing Depth as infinity, which is refused; clients that
+                // omit it want the folder and its children.
+                None => {
+                    req.headers_mut()
+                        .insert("depth", HeaderValue::from_static("1"));
+                }
+                _ => {}
+            }
+        }
         let who = principal.to_string();
+        let is_put = method == Method::PUT || method == Method::PATCH;
+        let oc_mtime = is_put
+            .then(|| req.headers().get("x-oc-mtime"))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(quirks::parse_oc_mtime);
+        let oc_client = is_put
+            && (req.headers().contains_key("x-oc-mtime")
+                || req.headers().contains_key("oc-checksum"));
+        let ctx = DavCtx::new(principal, remote).with_client_hints(oc_mtime, oc_client);
+        let resp = if is_put {
+            let resp = self.dispatch(req, who, ctx.clone()).await;
+            let mut resp = self.explain(resp, &ctx);
+            if oc_mtime.is_some() && resp.status().is_success() {
+                resp.headers_mut()
+                    .insert("x-oc-mtime", HeaderValue::from_static("accepted"));
+            }
+            resp
+        } else {
+            let (parts, body) = req.into_parts();
+            let bytes = match self.read_small_body(body).await {
+                Ok(b) => b,
+                Err(r) => return reject(r),
+            };
+            if let Err(r) = quirks::check_xml_body(&bytes) {
+                return reject(r);
+            }
+            let win32 = if method.as_str() == "PROPPATCH" {
+                quirks::win32_mtime(&bytes)
+            } else {
+                None
+            };
+            let uri = parts.uri.clone();
+            let req = Request::from_parts(parts, http_body_util::Full::new(bytes));
+            let resp = self.dispatch(req, who, ctx.clone()).await;
+            match win32 {
+                Some(t) if resp.status() == StatusCode::MULTI_STATUS => {
+                    self.apply_mtime(resp, &uri, t, &ctx).await
+                }
+                _ => self.explain(resp, &ctx),
+            }
+        };
+        resp
+    }
+
+    /// Hands a request to dav-server with the principal's lock system.
+    async fn dispatch<B>(&self, req: Request<B>, who: String, ctx: DavCtx<P>) -> Response<Body>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Buf + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         let mut config = self.inner.config.clone();
         if let Some(mgr) = &self.inner.locks {
             config = config.locksystem(Box::new(PortalLockSystem::for_principal(
@@ -375,10 +572,156 @@ where
             )));
         }
         let handler: DavHandler<DavCtx<P>> = config.build_handler();
-        handler
-            .handle_guarded(req, who, DavCtx { principal, remote })
-            .await
+        handler.handle_guarded(req, who, ctx).await
     }
+
+    /// Reads a non-PUT request body, bounded in size and time.
+    async fn read_small_body<B>(&self, body: B) -> Result<Bytes, Reject>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Buf + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let limit = self.inner.max_xml_body;
+        let read = async move {
+            let mut body = std::pin::pin!(body);
+            let mut out = bytes::BytesMut::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| Reject {
+                    status: StatusCode::BAD_REQUEST,
+                    reason: format!("The request body could not be read: {e}"),
+                })?;
+                if let Ok(mut data) = frame.into_data() {
+                    if out.len() + data.remaining() > limit {
+                        return Err(Reject {
+                            status: StatusCode::PAYLOAD_TOO_LARGE,
+                            reason: format!(
+                                "The request body is too large: at most {} KiB are accepted for this method.",
+                                limit / 1024
+                            ),
+                        });
+                    }
+                    while data.has_remaining() {
+                        let c = data.chunk();
+                        let n = c.len();
+                        out.extend_from_slice(c);
+                        data.advance(n);
+                    }
+                }
+            }
+            Ok(out.freeze())
+        };
+        match tokio::time::timeout(self.inner.body_read_timeout, read).await {
+            Ok(r) => r,
+            Err(_) => Err(Reject {
+                status: StatusCode::REQUEST_TIMEOUT,
+                reason: "The request body took too long to arrive.".into(),
+            }),
+        }
+    }
+
+    /// Windows sets a file's modification time with a PROPPATCH of `Win32LastModifiedTime`,
+    /// which dav-server acknowledges without storing: apply it through the filesystem once
+    /// dav-server has accepted the PROPPATCH (locks and conditions checked).
+    async fn apply_mtime(
+        &self,
+        resp: Response<Body>,
+        uri: &http::Uri,
+        t: SystemTime,
+        ctx: &DavCtx<P>,
+    ) -> Response<Body> {
+        let path = DavPath::new(uri.path()).and_then(|mut p| {
+            p.set_prefix(DAV_PREFIX)?;
+            Ok(p)
+        });
+        let Ok(path) = path else {
+            return resp;
+        };
+        match self.inner.fs.set_modified(&path, t, ctx).await {
+            Ok(()) => resp,
+            Err(e) => {
+                tracing::info!(error = ?e, "Win32LastModifiedTime not applied");
+                let reason = ctx.refusal().map(|r| r.reason).unwrap_or_else(|| {
+                    "The modification time could not be set.".to_string()
+                });
+                text_response(
+                    status_of_fs_error(e),
+                    format!("{}\n", reason.trim_end()),
+                )
+            }
+        }
+    }
+
+    /// Puts the recorded refusal (if any) in the body of an error response.
+    fn explain(&self, resp: Response<Body>, ctx: &DavCtx<P>) -> Response<Body> {
+        let status = resp.status();
+        if !(status.is_client_error() || status.is_server_error()) {
+            return resp;
+        }
+        let Some(r) = ctx.refusal() else {
+            return resp;
+        };
+        let empty = matches!(resp.body().inner, dav_server::body::BodyType::Empty);
+        if !empty && r.status.is_none() {
+            return resp;
+        }
+        let (parts, _) = resp.into_parts();
+        let mut out = text_response(
+            r.status.unwrap_or(parts.status),
+            format!("{}\n", r.reason.trim_end()),
+        );
+        for (k, v) in parts.headers.iter() {
+            if k != header::CONTENT_LENGTH && k != header::CONTENT_TYPE {
+                out.headers_mut().append(k.clone(), v.clone());
+            }
+        }
+        out
+    }
+}
+
+fn status_of_fs_error(e: dav_server::fs::FsError) -> StatusCode {
+    use dav_server::fs::FsError;
+    match e {
+        FsError::NotFound => StatusCode::NOT_FOUND,
+        FsError::Forbidden => StatusCode::FORBIDDEN,
+        FsError::Exists => StatusCode::PRECONDITION_FAILED,
+        FsError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        FsError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn reject(r: Reject) -> Response<Body> {
+    text_response(r.status, format!("{}\n", r.reason))
+}
+
+/// The RFC 4918 answer to `PROPFIND` with `Depth: infinity`.
+fn finite_depth() -> Response<Body> {
+    let body = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\"><D:propfind-finite-depth/></D:error>\n";
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml; charset=utf-8"),
+    );
+    r
+}
+
+/// Checks the request path and `Destination` before dav-server sees them.
+fn check_request<B>(req: &Request<B>) -> Result<(), Reject> {
+    quirks::check_path(req.uri().path())?;
+    if let Some(d) = req.headers().get("destination") {
+        let p = quirks::destination_path(d)?;
+        if !is_dav_path(&p) {
+            return Err(Reject {
+                status: StatusCode::BAD_REQUEST,
+                reason: format!("The Destination must be under {DAV_PREFIX}/."),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Builds a [`WebDavServer`].
@@ -391,6 +734,7 @@ pub struct WebDavServerBuilder<P: Clone + Send + Sync + 'static> {
     fallback: Option<Fallback>,
     limits: ServerLimits,
     methods: DavMethodSet,
+    epoch: Option<EpochSource>,
 }
 
 impl<P> WebDavServerBuilder<P>
@@ -408,6 +752,15 @@ where
     /// (Windows and macOS then mount read-only).
     pub fn locks(mut self, locks: LockManager) -> Self {
         self.locks = Some(locks);
+        self
+    }
+
+    /// A counter that moves whenever credentials or access rights change (e.g.
+    /// [`crate::Portal::access_epoch`]): cached logins made under another value are checked
+    /// again, so a changed password, a disabled login or a revoked grant takes effect on the
+    /// next request of a connected client.
+    pub fn access_epoch(mut self, epoch: EpochSource) -> Self {
+        self.epoch = Some(epoch);
         self
     }
 
@@ -432,8 +785,12 @@ where
 
     /// The request service alone, for mounting in a host's own server (no listener).
     pub fn build_service(self) -> DavService<P> {
+        let mut cache = AuthCache::new(self.limits.auth_cache_ttl, self.limits.auth_cache_capacity);
+        if let Some(e) = self.epoch {
+            cache = cache.with_epoch_source(e);
+        }
         let config = DavHandler::<DavCtx<P>>::builder()
-            .filesystem(self.fs)
+            .filesystem(self.fs.clone())
             .strip_prefix(DAV_PREFIX)
             .read_buf_size(65536)
             .methods(self.methods)
@@ -442,12 +799,12 @@ where
         DavService {
             inner: Arc::new(ServiceInner {
                 config,
+                fs: self.fs,
+                max_xml_body: self.limits.max_xml_body,
+                body_read_timeout: self.limits.body_read_timeout,
                 locks: self.locks,
                 auth: self.auth,
-                cache: Arc::new(AuthCache::new(
-                    self.limits.auth_cache_ttl,
-                    self.limits.auth_cache_capacity,
-                )),
+                cache: Arc::new(cache),
                 fallback: self.fallback,
                 requests: AtomicU64::new(0),
             }),
@@ -531,6 +888,7 @@ where
             fallback: None,
             limits: ServerLimits::default(),
             methods,
+            epoch: None,
         }
     }
 
