@@ -473,6 +473,18 @@ where
         if req.method() == Method::OPTIONS && (dav || path == "/" || path == "*") {
             return self.options_response();
         }
+        if path == "/" && req.method().as_str() == "PROPFIND" {
+            // Clients that walk up the path (gvfs, Finder's "enclosing folder") ask about `/`:
+            // answer with a collection holding `/dav/` instead of an error.
+            if let Err(resp) = self.authenticate(&req, remote).await {
+                return resp;
+            }
+            return match quirks::depth(req.headers()) {
+                Ok(Some(Depth::Infinity)) => finite_depth(),
+                Ok(d) => root_propfind(d != Some(Depth::Zero)),
+                Err(r) => reject(r),
+            };
+        }
         if !dav {
             return match &self.inner.fallback {
                 Some(f) => {
@@ -693,6 +705,33 @@ fn status_of_fs_error(e: dav_server::fs::FsError) -> StatusCode {
 
 fn reject(r: Reject) -> Response<Body> {
     text_response(r.status, format!("{}\n", r.reason))
+}
+
+/// `PROPFIND /`: the server root, a collection whose only member is `/dav/`.
+fn root_propfind(children: bool) -> Response<Body> {
+    let node = |href: &str| {
+        format!(
+            "<D:response><D:href>{href}</D:href><D:propstat><D:prop><D:resourcetype><D:collection/></D:resourcetype><D:getcontenttype>httpd/unix-directory</D:getcontenttype></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
+        )
+    };
+    let mut body = String::from(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:multistatus xmlns:D=\"DAV:\">",
+    );
+    body.push_str(&node("/"));
+    if children {
+        body.push_str(&node(&format!("{DAV_PREFIX}/")));
+    }
+    body.push_str("</D:multistatus>\n");
+    let len = body.len();
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::MULTI_STATUS;
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml; charset=utf-8"),
+    );
+    r
 }
 
 /// The RFC 4918 answer to `PROPFIND` with `Depth: infinity`.

@@ -180,6 +180,8 @@ pub struct Resp {
     pub headers: Vec<(String, String)>,
     /// Body (lossy UTF-8).
     pub body: String,
+    /// Body bytes.
+    pub raw: Vec<u8>,
 }
 
 impl Resp {
@@ -226,6 +228,7 @@ impl Conn {
                 status: 0,
                 headers: Vec::new(),
                 body: String::new(),
+                raw: Vec::new(),
             };
         }
         self.read_response().await
@@ -237,7 +240,7 @@ impl Conn {
     }
 
     async fn fill(&mut self) -> bool {
-        let mut tmp = [0u8; 65536];
+        let mut tmp = vec![0u8; 65536];
         match tokio::time::timeout(Duration::from_secs(30), self.s.read(&mut tmp)).await {
             Ok(Ok(n)) if n > 0 => {
                 self.buf.extend_from_slice(&tmp[..n]);
@@ -258,6 +261,7 @@ impl Conn {
                     status: 0,
                     headers: Vec::new(),
                     body: String::from_utf8_lossy(&self.buf).into_owned(),
+                    raw: self.buf.clone(),
                 };
             }
         };
@@ -326,6 +330,7 @@ impl Conn {
             status,
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
+            raw: body,
         }
     }
 }
