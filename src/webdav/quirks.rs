@@ -4,7 +4,7 @@
 //! - **Paths** ([`check_path`]): percent-decoding is checked segment by segment on the raw path, so
 //!   encoded tricks are refused with 400 and a reason instead of being normalised by someone
 //!   else: `.`/`..` segments (also `%2e%2e`), an encoded `/` or NUL (`%2f`, `%00`), backslashes
-//!   (raw or `%5c`), invalid percent-encoding; paths over [`MAX_PATH_BYTES`] get 414. Double
+//!   (raw or `%5c`), invalid percent-encoding or UTF-8 (overlong `%C0%AE` dots); paths over [`MAX_PATH_BYTES`] get 414. Double
 //!   slashes are harmless (dav-server merges them). Unicode look-alikes of `/` and `.` are left to
 //!   [`crate::names::canonical`], which refuses the dot look-alikes; `／` is an ordinary character
 //!   in a name. None of this is an access decision: every path is resolved inside the principal's
@@ -90,6 +90,9 @@ pub fn check_path(raw: &str) -> Result<(), Reject> {
         }
         if d.contains(&0) {
             return Err(bad("A NUL character is not allowed in a path."));
+        }
+        if std::str::from_utf8(&d).is_err() {
+            return Err(bad("The path is not valid UTF-8 once percent-decoded."));
         }
         if d.contains(&b'\\') {
             return Err(bad(
@@ -296,6 +299,8 @@ mod tests {
             ("/dav/a%5c..%5cb", StatusCode::BAD_REQUEST),
             ("/dav/a%zz", StatusCode::BAD_REQUEST),
             ("/dav/a%4", StatusCode::BAD_REQUEST),
+            ("/dav/%C0%AE%C0%AE/x", StatusCode::BAD_REQUEST),
+            ("/dav/%FF", StatusCode::BAD_REQUEST),
         ] {
             assert_eq!(check_path(badp).map_err(|r| r.status), Err(want), "{badp}");
         }

@@ -198,6 +198,7 @@ impl Resp {
 pub struct Conn {
     s: TcpStream,
     buf: Vec<u8>,
+    head_request: bool,
 }
 
 impl Conn {
@@ -206,6 +207,7 @@ impl Conn {
         Conn {
             s: TcpStream::connect(addr).await.unwrap(),
             buf: Vec::new(),
+            head_request: false,
         }
     }
 
@@ -218,6 +220,7 @@ impl Conn {
         )
         .into_bytes();
         req.extend_from_slice(body);
+        self.head_request = method == "HEAD";
         self.send_raw(&req).await
     }
 
@@ -284,7 +287,9 @@ impl Conn {
                 .map(|(_, v)| v.clone())
         };
         let mut body = Vec::new();
-        if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        if std::mem::take(&mut self.head_request) || (100..200).contains(&status) {
+            // No body.
+        } else if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
             loop {
                 let line_end = loop {
                     if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
