@@ -199,6 +199,11 @@ pub struct Conn {
     s: TcpStream,
     buf: Vec<u8>,
     head_request: bool,
+    addr: SocketAddr,
+    /// The server said `Connection: close`: the next request reconnects (as clients do).
+    closed: bool,
+    /// How many times it reconnected.
+    pub reconnects: usize,
 }
 
 impl Conn {
@@ -208,12 +213,21 @@ impl Conn {
             s: TcpStream::connect(addr).await.unwrap(),
             buf: Vec::new(),
             head_request: false,
+            addr,
+            closed: false,
+            reconnects: 0,
         }
     }
 
     /// Sends a request with a Content-Length body; `head` holds extra header lines (each ending
     /// in CRLF). Reads one response.
     pub async fn req(&mut self, method: &str, path: &str, head: &str, body: &[u8]) -> Resp {
+        if self.closed {
+            self.s = TcpStream::connect(self.addr).await.unwrap();
+            self.buf.clear();
+            self.closed = false;
+            self.reconnects += 1;
+        }
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n{head}\r\n",
             body.len()
@@ -286,6 +300,9 @@ impl Conn {
                 .find(|(k, _)| k.eq_ignore_ascii_case(n))
                 .map(|(_, v)| v.clone())
         };
+        if get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+            self.closed = true;
+        }
         let mut body = Vec::new();
         if std::mem::take(&mut self.head_request) || (100..200).contains(&status) {
             // No body.
