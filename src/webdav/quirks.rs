@@ -10,8 +10,15 @@
 //!   in a name. None of this is an access decision: every path is resolved inside the principal's
 //!   own tree, so the checks only make the answer clear.
 //! - **Depth** ([`depth`]): only `0`, `1` and `infinity`, once; anything else is 400.
-//! - **XML bodies** ([`check_xml_body`]): must be UTF-8 and carry no DTD (`<!DOCTYPE`/`<!ENTITY`),
-//!   which rules out entity-expansion attacks whatever the XML parser would do.
+//! - **Headers dav-server 0.11 would panic on** ([`check_condition_headers`], [`sanitize_range`]):
+//!   an unterminated token in `If` or a lone `"` as an entity tag (out-of-bounds slicing, found
+//!   by the malformed-request test) are refused with 400, `If` headers dav-server would silently
+//!   ignore too; `Range` positions of 19+ digits (arithmetic overflow) or more than
+//!   [`MAX_RANGES`] ranges make the server ignore the `Range` header.
+//! - **XML bodies** ([`check_xml_body`]): must be UTF-8, carry no DTD (`<!DOCTYPE`/`<!ENTITY`),
+//!   which rules out entity-expansion attacks whatever the XML parser would do, and nest at most
+//!   [`MAX_XML_DEPTH`] deep (the recursive tree builders would otherwise overflow the stack: a
+//!   63 KB PROPFIND of nested elements aborted the whole server before this check).
 //! - **Times**: `X-OC-Mtime` (Unix seconds, [`parse_oc_mtime`]) and the HTTP dates Windows puts in
 //!   `Win32LastModifiedTime` ([`parse_http_date`], [`win32_mtime`]).
 
@@ -158,6 +165,176 @@ pub fn depth(headers: &HeaderMap) -> Result<Option<Depth>, Reject> {
     }
 }
 
+/// An entity tag that dav-server's parser can't take: `"` alone (optionally weak) makes it slice
+/// out of bounds.
+fn bad_etag(t: &str) -> bool {
+    let t = t.trim();
+    t.strip_prefix("W/").unwrap_or(t) == "\""
+}
+
+/// Checks the conditional headers (`If`, `If-Match`, `If-None-Match`, `If-Range`) for the forms
+/// that make dav-server 0.11's parsers panic (an unterminated `<…`/`[…` token in `If`, a lone `"`
+/// as an entity tag), so they are answered with 400 instead of a dropped connection.
+pub fn check_condition_headers(headers: &HeaderMap) -> Result<(), Reject> {
+    for name in ["if-match", "if-none-match", "if-range"] {
+        for v in headers.get_all(name) {
+            let s = v.to_str().unwrap_or("");
+            if s.split(',').any(bad_etag) {
+                return Err(bad(format!("The {name} header holds a malformed entity tag.")));
+            }
+        }
+    }
+    for v in headers.get_all("if") {
+        check_if(v.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// One token of an `If` header.
+#[derive(PartialEq)]
+enum IfTok {
+    Open,
+    Close,
+    Not,
+    /// `<…>`
+    Pointy,
+    /// `[…]`
+    Tag,
+    /// Anything else up to a delimiter; a state token if it holds a `:`.
+    Word(bool),
+}
+
+/// Parses an `If` header (RFC 4918 §10.4) strictly enough that dav-server's own parser neither
+/// panics nor silently drops it: `[<resource>] ( [Not] (<token>|[etag]) … )` repeated.
+fn check_if(b: &[u8]) -> Result<(), Reject> {
+    let malformed = || bad("The If header is malformed (RFC 4918 section 10.4).");
+    let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    let mut toks = Vec::new();
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if ws(c) {
+            i += 1;
+            continue;
+        }
+        match c {
+            b'(' => {
+                toks.push(IfTok::Open);
+                i += 1;
+            }
+            b')' => {
+                toks.push(IfTok::Close);
+                i += 1;
+            }
+            b'<' | b'[' => {
+                let close = if c == b'<' { b'>' } else { b']' };
+                let mut j = i + 1;
+                let mut quote = false;
+                loop {
+                    let Some(&d) = b.get(j) else {
+                        return Err(malformed());
+                    };
+                    if !quote && d == close {
+                        break;
+                    }
+                    if ws(d) {
+                        return Err(malformed());
+                    }
+                    if d == b'"' {
+                        quote = !quote;
+                    }
+                    j += 1;
+                }
+                let inner = b.get(i + 1..j).unwrap_or(&[]);
+                if c == b'[' {
+                    let tag = String::from_utf8_lossy(inner);
+                    let t = tag.strip_prefix("W/").unwrap_or(&tag);
+                    if t.len() < 2 || !t.starts_with('"') || !t.ends_with('"') {
+                        return Err(malformed());
+                    }
+                    toks.push(IfTok::Tag);
+                } else {
+                    if inner.is_empty() || std::str::from_utf8(inner).is_err() {
+                        return Err(malformed());
+                    }
+                    toks.push(IfTok::Pointy);
+                }
+                i = j + 1;
+            }
+            _ => {
+                let mut j = i;
+                while let Some(&d) = b.get(j) {
+                    if ws(d) || b"<>()[]".contains(&d) || d < 32 {
+                        break;
+                    }
+                    j += 1;
+                }
+                let w = b.get(i..j).unwrap_or(&[]);
+                if w.is_empty() || std::str::from_utf8(w).is_err() {
+                    return Err(malformed());
+                }
+                toks.push(if w == b"Not" {
+                    IfTok::Not
+                } else {
+                    IfTok::Word(w.contains(&b':'))
+                });
+                i = j;
+            }
+        }
+    }
+    // [Pointy] Open (Not? (Pointy|Tag|Word(true)))+ Close, repeated at least once.
+    let mut it = toks.into_iter().peekable();
+    let mut lists = 0;
+    while it.peek().is_some() {
+        if it.peek() == Some(&IfTok::Pointy) {
+            it.next();
+        }
+        if it.next() != Some(IfTok::Open) {
+            return Err(malformed());
+        }
+        let mut conds = 0;
+        loop {
+            match it.next() {
+                Some(IfTok::Close) if conds > 0 => break,
+                Some(IfTok::Not) => match it.next() {
+                    Some(IfTok::Pointy | IfTok::Tag | IfTok::Word(true)) => conds += 1,
+                    _ => return Err(malformed()),
+                },
+                Some(IfTok::Pointy | IfTok::Tag | IfTok::Word(true)) => conds += 1,
+                _ => return Err(malformed()),
+            }
+        }
+        lists += 1;
+    }
+    if lists == 0 {
+        return Err(malformed());
+    }
+    Ok(())
+}
+
+/// Most byte ranges served in one multipart answer.
+pub const MAX_RANGES: usize = 64;
+
+/// Drops a `Range` header the server would rather ignore (RFC 9110 allows that; the whole
+/// document is sent): more than [`MAX_RANGES`] ranges, or a position of 19 digits or more, which
+/// dav-server's arithmetic can't take (`bytes=0-18446744073709551615` overflows it). Returns
+/// whether one was dropped.
+pub fn sanitize_range(headers: &mut HeaderMap) -> bool {
+    let drop = headers.get_all("range").iter().any(|v| {
+        let s = v.as_bytes();
+        let ranges = s.iter().filter(|&&c| c == b',').count() + 1;
+        let longest_number = s
+            .split(|c| !c.is_ascii_digit())
+            .map(|d| d.len())
+            .max()
+            .unwrap_or(0);
+        ranges > MAX_RANGES || longest_number >= 19
+    });
+    if drop {
+        headers.remove("range");
+    }
+    drop
+}
+
 /// Refuses XML request bodies that are not UTF-8 or carry a DTD.
 pub fn check_xml_body(body: &[u8]) -> Result<(), Reject> {
     if body.is_empty() {
@@ -175,7 +352,74 @@ pub fn check_xml_body(body: &[u8]) -> Result<(), Reject> {
             "XML request bodies must not contain a DTD (<!DOCTYPE> or <!ENTITY>).",
         ));
     }
+    if nesting_depth(body) > MAX_XML_DEPTH {
+        return Err(bad(format!(
+            "XML request bodies may nest elements at most {MAX_XML_DEPTH} deep."
+        )));
+    }
     Ok(())
+}
+
+/// Deepest element nesting accepted in an XML body. The XML tree builders used here (and in
+/// dav-server) recurse once per level: a 64 KiB body of `<a><a><a>…` would overflow a worker
+/// thread's stack and abort the whole server. Real WebDAV bodies nest less than ten deep.
+pub const MAX_XML_DEPTH: usize = 64;
+
+/// An upper bound of the element nesting depth of `body`, found with a linear scan (comments,
+/// CDATA, processing instructions and quoted attribute values are skipped). Stops counting past
+/// [`MAX_XML_DEPTH`].
+fn nesting_depth(body: &[u8]) -> usize {
+    let skip_to = |from: usize, end: &[u8]| -> usize {
+        body.get(from..)
+            .and_then(|rest| rest.windows(end.len()).position(|w| w == end))
+            .map(|i| from + i + end.len())
+            .unwrap_or(body.len())
+    };
+    let (mut depth, mut max, mut i) = (0usize, 0usize, 0usize);
+    while i < body.len() {
+        if body.get(i) != Some(&b'<') {
+            i += 1;
+            continue;
+        }
+        let rest = body.get(i..).unwrap_or(&[]);
+        if rest.starts_with(b"<!--") {
+            i = skip_to(i + 4, b"-->");
+        } else if rest.starts_with(b"<![CDATA[") {
+            i = skip_to(i + 9, b"]]>");
+        } else if rest.starts_with(b"<?") {
+            i = skip_to(i + 2, b"?>");
+        } else if rest.starts_with(b"</") {
+            depth = depth.saturating_sub(1);
+            i = skip_to(i + 2, b">");
+        } else {
+            // An opening tag: find its end outside quoted attribute values.
+            let mut j = i + 1;
+            let mut quote = None;
+            let mut self_closing = false;
+            while let Some(&c) = body.get(j) {
+                match (quote, c) {
+                    (Some(q), c) if c == q => quote = None,
+                    (Some(_), _) => {}
+                    (None, b'"' | b'\'') => quote = Some(c),
+                    (None, b'>') => {
+                        self_closing = body.get(j.wrapping_sub(1)) == Some(&b'/');
+                        break;
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            if !self_closing {
+                depth += 1;
+                max = max.max(depth);
+                if max > MAX_XML_DEPTH {
+                    return max;
+                }
+            }
+            i = j + 1;
+        }
+    }
+    max
 }
 
 /// `X-OC-Mtime`: Unix seconds, possibly with a fraction. `None` if malformed or absurd.
@@ -339,12 +583,90 @@ mod tests {
     }
 
     #[test]
+    fn condition_headers() {
+        let h = |k: &str, v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+            m
+        };
+        for (k, v) in [
+            ("if", "(<opaquelocktoken:abc>)"),
+            ("if", "<http://h/dav/x> ([\"e1\"] Not <urn:x>)"),
+            ("if", "(<opaquelocktoken:a>) (Not [W/\"x\"])"),
+            ("if", "(urn:uuid:abc)"),
+            ("if-match", "\"abc\", W/\"def\""),
+            ("if-none-match", "*"),
+            ("if-range", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ] {
+            assert_eq!(check_condition_headers(&h(k, v)), Ok(()), "{k}: {v}");
+        }
+        for (k, v) in [
+            ("if", "(<garbage"),
+            ("if", "(["),
+            ("if", "([\"x)"),
+            ("if", "([\"])"),
+            ("if", "([W/\"])"),
+            ("if", "<"),
+            ("if", "<http://x/> ("),
+            ("if", "(Not)"),
+            ("if", "((<a:b>))"),
+            ("if", "(<nocolon-word> foo)"),
+            ("if", "([\"a b\"])"),
+            ("if", ""),
+            ("if", "(<a:b>) junk"),
+            ("if-match", "\""),
+            ("if-match", "\"a\", W/\""),
+            ("if-none-match", " \" "),
+            ("if-range", "\""),
+        ] {
+            assert!(check_condition_headers(&h(k, v)).is_err(), "{k}: {v}");
+        }
+    }
+
+    #[test]
+    fn ranges() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert("range", v.parse().unwrap());
+            m
+        };
+        for ok in ["bytes=0-99", "bytes=-500", "bytes=999999999999999999-"] {
+            let mut m = h(ok);
+            assert!(!sanitize_range(&mut m), "{ok}");
+            assert!(m.contains_key("range"));
+        }
+        let many = format!("bytes={}", vec!["0-0"; MAX_RANGES + 1].join(","));
+        for bad in [
+            "bytes=0-18446744073709551615",
+            "bytes=-18446744073709551615",
+            "bytes=1000000000000000000-",
+            many.as_str(),
+        ] {
+            let mut m = h(bad);
+            assert!(sanitize_range(&mut m), "{bad}");
+            assert!(!m.contains_key("range"));
+        }
+    }
+
+    #[test]
     fn xml_bodies() {
         assert!(check_xml_body(b"").is_ok());
         assert!(check_xml_body(b"<?xml version=\"1.0\"?><D:propfind xmlns:D=\"DAV:\"/>").is_ok());
         assert!(check_xml_body(b"<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY a \"b\">]><x/>").is_err());
         assert!(check_xml_body(b"<!doctype x><x/>").is_err());
         assert!(check_xml_body(&[0xFF, 0xFE, b'<', 0]).is_err());
+        let deep = |n: usize| format!("{}{}", "<a>".repeat(n), "</a>".repeat(n)).into_bytes();
+        assert!(check_xml_body(&deep(MAX_XML_DEPTH)).is_ok());
+        assert!(check_xml_body(&deep(MAX_XML_DEPTH + 1)).is_err());
+        assert!(check_xml_body(&deep(20_000)).is_err());
+        assert_eq!(nesting_depth(b"<a><b/><c x='>'>t</c><!-- <d><d><d> --></a>"), 2);
+        assert_eq!(nesting_depth(b"<a><![CDATA[<b><b><b>]]></a>"), 1);
+        // Unclosed garbage still counts.
+        assert_eq!(nesting_depth(b"<a<a<a"), 1);
+        assert_eq!(nesting_depth(b"<a><a><a"), 3);
     }
 
     #[test]

@@ -511,6 +511,9 @@ where
         };
         let method = req.method().clone();
         let mut req = req;
+        if quirks::sanitize_range(req.headers_mut()) {
+            tracing::debug!("Range header ignored");
+        }
         if method.as_str() == "PROPFIND" {
             match depth {
                 Some(Depth::Infinity) => return finite_depth(),
@@ -751,6 +754,7 @@ fn finite_depth() -> Response<Body> {
 /// Checks the request path and `Destination` before dav-server sees them.
 fn check_request<B>(req: &Request<B>) -> Result<(), Reject> {
     quirks::check_path(req.uri().path())?;
+    quirks::check_condition_headers(req.headers())?;
     if let Some(d) = req.headers().get("destination") {
         let p = quirks::destination_path(d)?;
         if !is_dav_path(&p) {
