@@ -493,6 +493,38 @@ fn is_within<T: Tx + ?Sized>(
 /// Where a listed node keeps its dead properties (see [`props`]).
 pub(crate) type PropsKey = Option<(MatterId, Vec<u8>)>;
 
+/// What `stat` shows of `node`, with the key of its dead properties.
+fn stat_node<T: Tx + ?Sized>(db: &Db<'_, T>, node: Node) -> (Result<(Entry, PropsKey)>, Option<Outcome>) {
+    let r = match node {
+        Node::Root => Ok((
+            dir_entry("", EntryKind::Root, 0, "root".into(), Permissions::NONE, None),
+            None,
+        )),
+        Node::Matter(a) => Ok((matter_entry(&a), None)),
+        Node::Folder(a, f) => Ok((folder_entry(&a, &f), props::folder_key(a.matter, f.id))),
+        Node::Document(a, f, d, r) => need(&f, Permission::List)
+            .and_then(|_| current_version(db, a.matter, d, &r))
+            .map(|v| {
+                (
+                    doc_entry(&a, &f, d, &r, Some(v.blob.sha256)),
+                    props::document_key(a.matter, d),
+                )
+            }),
+        Node::Missing(_, _, name) => Err(Error::NotFound(name)),
+    };
+    // A document hidden by a missing List permission looks like nothing at all.
+    match r {
+        Err(Error::PermissionDenied {
+            permission: Permission::List,
+            folder,
+        }) => (
+            Err(Error::NotFound(path_hint(&folder))),
+            Some(Outcome::Denied(format!("no List permission on {folder}"))),
+        ),
+        other => (other, None),
+    }
+}
+
 /// The children of `node` as `list` shows them, each with the key of its dead properties. With
 /// `details`, documents carry the SHA-256 of their current version (one more read each).
 fn list_node<T: Tx + ?Sized>(
@@ -697,36 +729,8 @@ impl Tree {
     /// Describes one node.
     pub async fn stat(&self, path: &str) -> Result<Entry> {
         self.read_op(AuditAction::Stat, path, |db, _p, node| {
-            let r = match node {
-                Node::Root => Ok(dir_entry(
-                    "",
-                    EntryKind::Root,
-                    0,
-                    "root".into(),
-                    Permissions::NONE,
-                    None,
-                )),
-                Node::Matter(a) => Ok(matter_entry(&a)),
-                Node::Folder(a, f) => Ok(folder_entry(&a, &f)),
-                Node::Document(a, f, d, r) => need(&f, Permission::List)
-                    .and_then(|_| current_version(db, a.matter, d, &r))
-                    .map(|v| doc_entry(&a, &f, d, &r, Some(v.blob.sha256))),
-                Node::Missing(_, _, name) => Err(Error::NotFound(name)),
-            };
-            // A document hidden by a missing List permission looks like nothing at all.
-            let r = match r {
-                Err(Error::PermissionDenied {
-                    permission: Permission::List,
-                    folder,
-                }) => {
-                    return (
-                        Err(Error::NotFound(path_hint(&folder))),
-                        Some(Outcome::Denied(format!("no List permission on {folder}"))),
-                    );
-                }
-                other => other,
-            };
-            (r, None)
+            let (r, over) = stat_node(db, node);
+            (r.map(|(e, _)| e), over)
         })
         .await
     }

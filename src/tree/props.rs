@@ -4,7 +4,7 @@
 //! are changed by staff only.
 
 use super::resolve::Node;
-use super::{Entry, Tree, current_version, list_node, need, object_of};
+use super::{Entry, Tree, current_version, list_node, need, object_of, stat_node};
 use crate::audit::AuditAction;
 use crate::crypto::Scope;
 use crate::model::*;
@@ -152,6 +152,25 @@ impl Tree {
                         Ok(ListedEntry { entry, props })
                     })
                     .collect::<Result<Vec<_>>>()
+            });
+            (r, over)
+        })
+        .await
+    }
+
+    /// Describes one node like [`Tree::stat`] (same permission rules, one `Stat` audit entry),
+    /// with its dead properties read in the same transaction (a WebDAV `PROPFIND` of one node).
+    pub async fn stat_with_props(&self, path: &str) -> Result<ListedEntry> {
+        self.read_op(AuditAction::Stat, path, |db, _p, node| {
+            let (r, over) = stat_node(db, node);
+            let r = r.and_then(|(entry, key)| {
+                let props = match key {
+                    Some((m, k)) => db
+                        .get::<Vec<DeadProp>>(PROPS, Scope::Matter(m), &k)?
+                        .unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                Ok(ListedEntry { entry, props })
             });
             (r, over)
         })

@@ -8,9 +8,12 @@
 //!   operation, an invalid name, a limit) is recorded in the request's [`DavCtx`] with its message
 //!   (e.g. `you do not have Create permission on folder "/2026-001 Smith v Jones/Correspondence"`),
 //!   which the service puts in the response body.
-//! - **One read per listing**: a PROPFIND asks for each node's dead properties several times;
-//!   `read_dir` fetches every child's properties and content hash in one audited listing
-//!   ([`Tree::list_with_props`]) and the request remembers them.
+//! - **One audited read per request where the protocol allows it**: a PROPFIND asks for each
+//!   node's dead properties several times; the node comes with its properties
+//!   ([`Tree::stat_with_props`]) and `read_dir` fetches every child's properties and content hash
+//!   in one audited listing ([`Tree::list_with_props`]), which the request remembers. A GET (or
+//!   HEAD) opens the document when dav-server first asks for its metadata and hands the same
+//!   handle to the `open` that follows: one `Read` entry instead of a `Stat` and a `Read`.
 //! - **ownCloud clients** (rclone's `owncloud` vendor): `X-OC-Mtime` on PUT sets the document's
 //!   modification time. A PUT with `X-OC-Mtime` or `OC-Checksum` also computes MD5, SHA-1 and
 //!   SHA-256 of the body on a blocking thread while it streams, refuses the upload (400) if an
@@ -383,6 +386,9 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
                     oc_checksum: options.checksum,
                 }) as Box<dyn DavFile>);
             }
+            if let Some(h) = ctx.take_read(&key_of(&p)) {
+                return Ok(Box::new(ReadFile { h, pos: 0 }) as Box<dyn DavFile>);
+            }
             match tree.open_read(&p).await {
                 Ok(h) => Ok(Box::new(ReadFile { h, pos: 0 }) as Box<dyn DavFile>),
                 Err(e) => fail(ctx, e),
@@ -436,10 +442,41 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
                     .ok_or(FsError::NotFound)?;
                 return Ok(Box::new(Meta::file(data.len() as u64)) as Box<dyn DavMetaData>);
             }
+            let key = key_of(&p);
+            let method = ctx.method().clone();
+            if method == http::Method::GET || method == http::Method::HEAD {
+                // dav-server asks for the metadata and then opens the document: open it now,
+                // one audited read instead of a stat and a read.
+                match tree.open_read(&p).await {
+                    Ok(h) => {
+                        let m = Meta::of(h.entry());
+                        ctx.stash_read(&key, h);
+                        return Ok(Box::new(m) as Box<dyn DavMetaData>);
+                    }
+                    // A folder: described below.
+                    Err(Error::Invalid(_)) => {}
+                    Err(e) => return fail(ctx, e),
+                }
+            }
+            if method.as_str() == "PROPFIND" {
+                // The properties come with the node (one audited read).
+                return match tree.stat_with_props(&p).await {
+                    Ok(le) => {
+                        let m = Meta::of(&le.entry);
+                        let sha = le.entry.sha256;
+                        ctx.remember(&key, |n| {
+                            n.sha256 = sha;
+                            n.props = Some(le.props);
+                        });
+                        Ok(Box::new(m) as Box<dyn DavMetaData>)
+                    }
+                    Err(e) => fail(ctx, e),
+                };
+            }
             match tree.stat(&p).await {
                 Ok(e) => {
                     if e.sha256.is_some() {
-                        ctx.remember(&key_of(&p), |n| n.sha256 = e.sha256);
+                        ctx.remember(&key, |n| n.sha256 = e.sha256);
                     }
                     Ok(Box::new(Meta::of(&e)) as Box<dyn DavMetaData>)
                 }
