@@ -13,7 +13,9 @@
 //!   ([`Tree::stat_with_props`]) and `read_dir` fetches every child's properties and content hash
 //!   in one audited listing ([`Tree::list_with_props`]), which the request remembers. A GET (or
 //!   HEAD) opens the document when dav-server first asks for its metadata and hands the same
-//!   handle to the `open` that follows: one `Read` entry instead of a `Stat` and a `Read`.
+//!   handle to the `open` that follows: one `Read` entry instead of a `Stat` and a `Read`. A plain
+//!   PUT (no conditional headers, no range) opens its upload at that point too, so it is audited
+//!   once, as the `Create`/`Update` it is, without a `Stat` before it.
 //! - **ownCloud clients** (rclone's `owncloud` vendor): `X-OC-Mtime` on PUT sets the document's
 //!   modification time. A PUT with `X-OC-Mtime` or `OC-Checksum` also computes MD5, SHA-1 and
 //!   SHA-256 of the body on a blocking thread while it streams, refuses the upload (400) if an
@@ -371,10 +373,16 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
                     truncate: options.truncate || !options.append,
                     create_new: options.create_new,
                 };
+                let stashed = (opts == WriteOptions::upload())
+                    .then(|| ctx.take_write(&key_of(&p)))
+                    .flatten();
                 // dav-server opens with create+write for PUT; a plain write on a missing file is a create too.
-                let up = match tree.open_write(&p, opts).await {
-                    Ok(u) => u,
-                    Err(e) => return fail(ctx, e),
+                let up = match stashed {
+                    Some(u) => u,
+                    None => match tree.open_write(&p, opts).await {
+                        Ok(u) => u,
+                        Err(e) => return fail(ctx, e),
+                    },
                 };
                 let hasher = (ctx.wants_checksums() && opts.truncate).then(Hasher::start);
                 return Ok(Box::new(WriteFile {
@@ -444,6 +452,28 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
             }
             let key = key_of(&p);
             let method = ctx.method().clone();
+            if ctx.is_plain_put() {
+                // dav-server only needs to know whether the target exists before the upload
+                // starts: open the upload now (its permission check is the one that counts, and
+                // the upload is audited when it ends) instead of an audited stat first.
+                return match tree.open_write(&p, WriteOptions::upload()).await {
+                    Ok(up) => {
+                        let exists = up.is_update();
+                        ctx.stash_write(&key, up);
+                        if exists {
+                            Ok(Box::new(Meta::file(0)) as Box<dyn DavMetaData>)
+                        } else {
+                            Err(FsError::NotFound)
+                        }
+                    }
+                    // Not a document (a folder, a missing parent…): described below.
+                    Err(Error::Conflict(_) | Error::NotFound(_)) => match tree.stat(&p).await {
+                        Ok(e) => Ok(Box::new(Meta::of(&e)) as Box<dyn DavMetaData>),
+                        Err(e) => fail(ctx, e),
+                    },
+                    Err(e) => fail(ctx, e),
+                };
+            }
             if method == http::Method::GET || method == http::Method::HEAD {
                 // dav-server asks for the metadata and then opens the document: open it now,
                 // one audited read instead of a stat and a read.

@@ -116,6 +116,10 @@ struct RequestState {
     nodes: Mutex<HashMap<String, NodeInfo>>,
     /// A document already opened (and audited) for this GET.
     read: Mutex<Option<(String, crate::tree::ReadHandle)>>,
+    /// A plain PUT (no conditions, no range): its upload may be opened at `metadata`.
+    plain_put: bool,
+    /// The upload opened for this PUT.
+    write: Mutex<Option<(String, crate::tree::Upload)>>,
 }
 
 impl<P> DavCtx<P> {
@@ -131,16 +135,62 @@ impl<P> DavCtx<P> {
     fn with_request(
         mut self,
         method: Method,
+        headers: &http::HeaderMap,
         oc_mtime: Option<SystemTime>,
         oc_checksums: bool,
     ) -> Self {
+        let conditional = [
+            "if-match",
+            "if-none-match",
+            "if-modified-since",
+            "if-unmodified-since",
+            "content-range",
+        ]
+        .iter()
+        .any(|h| headers.contains_key(*h))
+            || headers
+                .get_all("if")
+                .iter()
+                .any(|v| v.as_bytes().contains(&b'['));
         self.state = Arc::new(RequestState {
+            plain_put: method == Method::PUT && !conditional,
             method,
             oc_mtime,
             oc_checksums,
             ..RequestState::default()
         });
         self
+    }
+
+    /// Whether this is a PUT without conditions or a range: only whether the target exists
+    /// matters before the upload starts.
+    pub(crate) fn is_plain_put(&self) -> bool {
+        self.state.plain_put
+    }
+
+    /// Keeps an upload opened while answering `metadata` for the `open` that follows.
+    pub(crate) fn stash_write(&self, path: &str, up: crate::tree::Upload) {
+        *self
+            .state
+            .write
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((path.to_string(), up));
+    }
+
+    /// The upload opened for `path` earlier in this request, if any.
+    pub(crate) fn take_write(&self, path: &str) -> Option<crate::tree::Upload> {
+        let mut r = self
+            .state
+            .write
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match r.take() {
+            Some((p, u)) if p == path => Some(u),
+            other => {
+                *r = other;
+                None
+            }
+        }
     }
 
     /// The request's method (`GET` for a context made with [`DavCtx::new`]).
@@ -603,8 +653,12 @@ where
         let oc_client = is_put
             && (req.headers().contains_key("x-oc-mtime")
                 || req.headers().contains_key("oc-checksum"));
-        let ctx =
-            DavCtx::new(principal, remote).with_request(method.clone(), oc_mtime, oc_client);
+        let ctx = DavCtx::new(principal, remote).with_request(
+            method.clone(),
+            req.headers(),
+            oc_mtime,
+            oc_client,
+        );
         let resp = if is_put {
             let resp = self.dispatch(req, who, ctx.clone()).await;
             let mut resp = self.explain(resp, &ctx);
