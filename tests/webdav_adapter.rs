@@ -19,10 +19,7 @@ async fn setup() -> (Portal, DavHandler<Ctx>, Ctx) {
         .authenticate_password(demo::DEMO_CLIENT_EMAIL, demo::DEMO_PASSWORD)
         .await
         .unwrap();
-    let ctx = DavCtx {
-        principal: who,
-        remote: "127.0.0.1:1".parse().unwrap(),
-    };
+    let ctx = DavCtx::new(who, "127.0.0.1:1".parse().unwrap());
     let h = DavHandler::builder()
         .filesystem(Box::new(PortalDavFs::new(portal.clone())))
         .locksystem(dav_server::memls::MemLs::new())

@@ -149,6 +149,7 @@ pub struct Upload {
     staged: Option<Box<dyn StagedBlob>>,
     mtime: Option<Millis>,
     create_new: bool,
+    props: Vec<super::DeadProp>,
 }
 
 impl std::fmt::Debug for Upload {
@@ -175,6 +176,7 @@ impl Upload {
             staged: Some(staged),
             mtime: None,
             create_new: false,
+            props: Vec::new(),
         }
     }
 
@@ -212,6 +214,13 @@ impl Upload {
     /// The modification time to record (client-supplied, e.g. `X-OC-Mtime`).
     pub fn set_modified(&mut self, mtime: Millis) {
         self.mtime = Some(mtime);
+    }
+
+    /// Dead properties to set on the document in the same commit as its content (e.g. the
+    /// checksums a WebDAV client asked for), merged into its existing ones. The usual limits on
+    /// dead properties apply at commit; no separate audit entry.
+    pub fn set_props(&mut self, props: Vec<super::DeadProp>) {
+        self.props = props;
     }
 
     /// Appends data.
@@ -252,7 +261,13 @@ impl Upload {
         };
         let res = self
             .tree
-            .commit_upload(self.path.clone(), blob.clone(), self.mtime, self.create_new)
+            .commit_upload(
+                self.path.clone(),
+                blob.clone(),
+                self.mtime,
+                self.create_new,
+                std::mem::take(&mut self.props),
+            )
             .await;
         if res.is_err() {
             // Not recorded: the blob is an orphan; remove it now (the next open would too).

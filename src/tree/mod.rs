@@ -27,7 +27,7 @@ mod props;
 pub mod resolve;
 
 pub use handles::{ReadHandle, Upload, WriteOptions};
-pub use props::DeadProp;
+pub use props::{DeadProp, ListedEntry};
 
 use crate::audit::{self, AuditAction, NewEntry, Outcome};
 use crate::blob::BlobRef;
@@ -176,6 +176,29 @@ pub(crate) fn current_version<T: Tx + ?Sized>(
 /// The folder's permissions for the principal, with the error naming it.
 pub(crate) fn need(f: &FolderNode, p: Permission) -> Result<()> {
     policy::require(f.perms(), p, &f.path.to_string())
+}
+
+/// Replacing a document's content needs Update, or only Create when the principal wrote the
+/// current version and it is empty. Mounted drives (Windows, macOS, davfs2) create a file empty
+/// and then upload its content, which a Create-only folder must allow; nothing is lost, since
+/// the replaced version is empty (and kept in the history).
+fn need_replace<T: Tx + ?Sized>(
+    db: &Db<'_, T>,
+    m: MatterId,
+    f: &FolderNode,
+    d: DocumentId,
+    r: &DocumentRec,
+    who: Principal,
+) -> Result<()> {
+    let update = need(f, Permission::Update);
+    if update.is_ok() || r.len != 0 || need(f, Permission::Create).is_err() {
+        return update;
+    }
+    if current_version(db, m, d, r)?.author == who {
+        Ok(())
+    } else {
+        update
+    }
 }
 
 fn need_at(parent: &Option<FolderNode>, acc: &MatterAccess, p: Permission) -> Result<()> {
@@ -467,6 +490,100 @@ fn is_within<T: Tx + ?Sized>(
     Ok(false)
 }
 
+/// Where a listed node keeps its dead properties (see [`props`]).
+pub(crate) type PropsKey = Option<(MatterId, Vec<u8>)>;
+
+/// What `stat` shows of `node`, with the key of its dead properties.
+fn stat_node<T: Tx + ?Sized>(db: &Db<'_, T>, node: Node) -> (Result<(Entry, PropsKey)>, Option<Outcome>) {
+    let r = match node {
+        Node::Root => Ok((
+            dir_entry("", EntryKind::Root, 0, "root".into(), Permissions::NONE, None),
+            None,
+        )),
+        Node::Matter(a) => Ok((matter_entry(&a), None)),
+        Node::Folder(a, f) => Ok((folder_entry(&a, &f), props::folder_key(a.matter, f.id))),
+        Node::Document(a, f, d, r) => need(&f, Permission::List)
+            .and_then(|_| current_version(db, a.matter, d, &r))
+            .map(|v| {
+                (
+                    doc_entry(&a, &f, d, &r, Some(v.blob.sha256)),
+                    props::document_key(a.matter, d),
+                )
+            }),
+        Node::Missing(_, _, name) => Err(Error::NotFound(name)),
+    };
+    // A document hidden by a missing List permission looks like nothing at all.
+    match r {
+        Err(Error::PermissionDenied {
+            permission: Permission::List,
+            folder,
+        }) => (
+            Err(Error::NotFound(path_hint(&folder))),
+            Some(Outcome::Denied(format!("no List permission on {folder}"))),
+        ),
+        other => (other, None),
+    }
+}
+
+/// The children of `node` as `list` shows them, each with the key of its dead properties. With
+/// `details`, documents carry the SHA-256 of their current version (one more read each).
+fn list_node<T: Tx + ?Sized>(
+    db: &Db<'_, T>,
+    p: Principal,
+    node: Node,
+    details: bool,
+) -> (Result<Vec<(Entry, PropsKey)>>, Option<Outcome>) {
+    match node {
+        Node::Root => (
+            policy::visible_matters(db, p)
+                .map(|v| v.iter().map(|a| (matter_entry(a), None)).collect()),
+            None,
+        ),
+        Node::Matter(a) => (
+            child_folders(db, &a, None).map(|fs| {
+                fs.iter()
+                    .map(|f| (folder_entry(&a, f), props::folder_key(a.matter, f.id)))
+                    .collect()
+            }),
+            None,
+        ),
+        Node::Folder(a, f) => {
+            let mut out: Vec<(Entry, PropsKey)> = match child_folders(db, &a, Some(&f)) {
+                Ok(fs) => fs
+                    .iter()
+                    .map(|s| (folder_entry(&a, s), props::folder_key(a.matter, s.id)))
+                    .collect(),
+                Err(e) => return (Err(e), None),
+            };
+            if f.vis == Visibility::Container || !f.perms().contains(Permission::List) {
+                let why = format!("no List permission on {}: documents not shown", f.path);
+                return (Ok(out), Some(Outcome::Denied(why)));
+            }
+            let docs = match child_docs(db, a.matter, f.id) {
+                Ok(docs) => docs,
+                Err(e) => return (Err(e), None),
+            };
+            for (d, r) in &docs {
+                let sha = if details {
+                    match current_version(db, a.matter, *d, r) {
+                        Ok(v) => Some(v.blob.sha256),
+                        Err(e) => return (Err(e), None),
+                    }
+                } else {
+                    None
+                };
+                out.push((
+                    doc_entry(&a, &f, *d, r, sha),
+                    props::document_key(a.matter, *d),
+                ));
+            }
+            (Ok(out), None)
+        }
+        Node::Document(..) => (Err(Error::Invalid("not a folder".into())), None),
+        Node::Missing(_, _, name) => (Err(Error::NotFound(name)), None),
+    }
+}
+
 impl Tree {
     pub(crate) fn new(portal: Portal, actor: Actor) -> Self {
         Tree { portal, actor }
@@ -612,71 +729,17 @@ impl Tree {
     /// Describes one node.
     pub async fn stat(&self, path: &str) -> Result<Entry> {
         self.read_op(AuditAction::Stat, path, |db, _p, node| {
-            let r = match node {
-                Node::Root => Ok(dir_entry(
-                    "",
-                    EntryKind::Root,
-                    0,
-                    "root".into(),
-                    Permissions::NONE,
-                    None,
-                )),
-                Node::Matter(a) => Ok(matter_entry(&a)),
-                Node::Folder(a, f) => Ok(folder_entry(&a, &f)),
-                Node::Document(a, f, d, r) => need(&f, Permission::List)
-                    .and_then(|_| current_version(db, a.matter, d, &r))
-                    .map(|v| doc_entry(&a, &f, d, &r, Some(v.blob.sha256))),
-                Node::Missing(_, _, name) => Err(Error::NotFound(name)),
-            };
-            // A document hidden by a missing List permission looks like nothing at all.
-            let r = match r {
-                Err(Error::PermissionDenied {
-                    permission: Permission::List,
-                    folder,
-                }) => {
-                    return (
-                        Err(Error::NotFound(path_hint(&folder))),
-                        Some(Outcome::Denied(format!("no List permission on {folder}"))),
-                    );
-                }
-                other => other,
-            };
-            (r, None)
+            let (r, over) = stat_node(db, node);
+            (r.map(|(e, _)| e), over)
         })
         .await
     }
 
     /// Lists a folder. Without List permission a folder lists only its visible sub-folders.
     pub async fn list(&self, path: &str) -> Result<Vec<Entry>> {
-        self.read_op(AuditAction::List, path, |db, p, node| match node {
-            Node::Root => (
-                policy::visible_matters(db, p).map(|v| v.iter().map(matter_entry).collect()),
-                None,
-            ),
-            Node::Matter(a) => (
-                child_folders(db, &a, None)
-                    .map(|fs| fs.iter().map(|f| folder_entry(&a, f)).collect()),
-                None,
-            ),
-            Node::Folder(a, f) => {
-                let mut out: Vec<Entry> = match child_folders(db, &a, Some(&f)) {
-                    Ok(fs) => fs.iter().map(|s| folder_entry(&a, s)).collect(),
-                    Err(e) => return (Err(e), None),
-                };
-                if f.vis == Visibility::Container || !f.perms().contains(Permission::List) {
-                    let why = format!("no List permission on {}: documents not shown", f.path);
-                    return (Ok(out), Some(Outcome::Denied(why)));
-                }
-                match child_docs(db, a.matter, f.id) {
-                    Ok(docs) => {
-                        out.extend(docs.iter().map(|(d, r)| doc_entry(&a, &f, *d, r, None)))
-                    }
-                    Err(e) => return (Err(e), None),
-                }
-                (Ok(out), None)
-            }
-            Node::Document(..) => (Err(Error::Invalid("not a folder".into())), None),
-            Node::Missing(_, _, name) => (Err(Error::NotFound(name)), None),
+        self.read_op(AuditAction::List, path, |db, p, node| {
+            let (r, over) = list_node(db, p, node, false);
+            (r.map(|v| v.into_iter().map(|(e, _)| e).collect()), over)
         })
         .await
     }
@@ -736,7 +799,7 @@ impl Tree {
                             };
                             (
                                 AuditAction::Update,
-                                need(&f, Permission::Update)
+                                need_replace(db, a.matter, &f, d, &r, p)
                                     .and(base)
                                     .map(|b| (a.matter, b)),
                             )
@@ -776,6 +839,7 @@ impl Tree {
         blob: BlobRef,
         mtime: Option<Millis>,
         create_new: bool,
+        props: Vec<DeadProp>,
     ) -> Result<Entry> {
         let object = object_of(&path.to_string());
         let actor = self.actor.clone();
@@ -796,7 +860,7 @@ impl Tree {
                         if create_new {
                             return Err(Error::AlreadyExists(r.name));
                         }
-                        need(&f, Permission::Update)?;
+                        need_replace(&ctx.db(), a.matter, &f, d, &r, actor.principal)?;
                         put_version(
                             ctx,
                             &a,
@@ -816,6 +880,12 @@ impl Tree {
                         need_at(&None, &a, Permission::Create).map(|_| unreachable_entry())
                     }
                     _ => Err(Error::Conflict("that is a folder".into())),
+                });
+                let res = res.and_then(|e| {
+                    if let (false, Some(m), Some(d)) = (props.is_empty(), e.matter, e.document) {
+                        props::store(ctx, m, d, &props)?;
+                    }
+                    Ok(e)
                 });
                 if let Err(e @ (Error::Storage(_) | Error::Io(_))) = res {
                     return Err(e);

@@ -5,11 +5,14 @@
 //! about 25 ms, so successful checks are cached for a short time ([`AuthCache`], 60 s by default).
 //! Failures are never cached: each one reaches the authenticator, which counts it toward lockout.
 //!
-//! The portal must drop cache entries when credentials or access change:
-//! [`AuthCache::invalidate_user`] for one login (password change, app password revoked, login
-//! disabled) and [`AuthCache::bump_generation`] to drop everything (e.g. a grant revoked, if the
-//! principal value carries access rights). A check that was already running when an invalidation
-//! happened does not insert its result.
+//! Cache entries must die when credentials or access change. The cache can follow an external
+//! counter ([`AuthCache::with_epoch_source`]; the portal front end uses
+//! [`crate::Portal::access_epoch`], which every password change, disabled login, revoked grant or
+//! other access change bumps): an entry made under an older value is dead, so such a change takes
+//! effect on the very next request of an already connected client. Explicit invalidation also
+//! exists: [`AuthCache::invalidate_user`] for one login and [`AuthCache::bump_generation`] for
+//! all. A check that was already running when an invalidation happened does not insert its
+//! result.
 
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -69,7 +72,13 @@ struct Entry<P> {
     principal: P,
     expires: Instant,
     generation: u64,
+    /// The external epoch when the check started.
+    source_epoch: u64,
 }
+
+/// A counter that moves whenever credentials or access rights change (see
+/// [`AuthCache::with_epoch_source`]).
+pub type EpochSource = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// A bounded, short-lived cache of successful logins, keyed by an HMAC of (user, password) under
 /// a per-process random key (the cache never holds a password or a reusable hash of one).
@@ -82,6 +91,8 @@ pub struct AuthCache<P> {
     generation: AtomicU64,
     /// Bumped by every invalidation; a check that saw another value does not insert.
     epoch: AtomicU64,
+    /// An external counter; entries made under another value are dead.
+    source: Option<EpochSource>,
 }
 
 impl<P> std::fmt::Debug for AuthCache<P> {
@@ -100,6 +111,7 @@ impl<P> std::fmt::Debug for AuthCache<P> {
 pub struct CacheTicket {
     epoch: u64,
     generation: u64,
+    source_epoch: u64,
 }
 
 impl<P: Clone> AuthCache<P> {
@@ -123,7 +135,20 @@ impl<P: Clone> AuthCache<P> {
             map: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
+            source: None,
         }
+    }
+
+    /// Ties the cache to an external counter (e.g. [`crate::Portal::access_epoch`]): a cached
+    /// login is used only while the counter still has the value it had when the login was
+    /// checked.
+    pub fn with_epoch_source(mut self, source: EpochSource) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    fn source_epoch(&self) -> u64 {
+        self.source.as_ref().map(|f| f()).unwrap_or(0)
     }
 
     fn cache_key(&self, user: &str, pass: &str) -> [u8; 32] {
@@ -145,9 +170,16 @@ impl<P: Clone> AuthCache<P> {
         let k = self.cache_key(user, pass);
         let now = Instant::now();
         let generation = self.generation.load(Ordering::SeqCst);
+        let source_epoch = self.source_epoch();
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         match map.get(&k) {
-            Some(e) if e.expires > now && e.generation == generation => Some(e.principal.clone()),
+            Some(e)
+                if e.expires > now
+                    && e.generation == generation
+                    && e.source_epoch == source_epoch =>
+            {
+                Some(e.principal.clone())
+            }
             Some(_) => {
                 map.remove(&k);
                 None
@@ -161,6 +193,7 @@ impl<P: Clone> AuthCache<P> {
         CacheTicket {
             epoch: self.epoch.load(Ordering::SeqCst),
             generation: self.generation.load(Ordering::SeqCst),
+            source_epoch: self.source_epoch(),
         }
     }
 
@@ -173,11 +206,17 @@ impl<P: Clone> AuthCache<P> {
         let now = Instant::now();
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         // Checked under the map lock: invalidations take the same lock after bumping the epoch.
-        if self.epoch.load(Ordering::SeqCst) != ticket.epoch {
+        if self.epoch.load(Ordering::SeqCst) != ticket.epoch
+            || self.source_epoch() != ticket.source_epoch
+        {
             return;
         }
         if map.len() >= self.capacity && !map.contains_key(&k) {
-            map.retain(|_, e| e.expires > now && e.generation == ticket.generation);
+            map.retain(|_, e| {
+                e.expires > now
+                    && e.generation == ticket.generation
+                    && e.source_epoch == ticket.source_epoch
+            });
             if map.len() >= self.capacity {
                 // Still full: drop the entry closest to expiry.
                 if let Some(oldest) = map.iter().min_by_key(|(_, e)| e.expires).map(|(k, _)| *k) {
@@ -192,6 +231,7 @@ impl<P: Clone> AuthCache<P> {
                 principal,
                 expires: now + self.ttl,
                 generation: ticket.generation,
+                source_epoch: ticket.source_epoch,
             },
         );
     }
@@ -292,6 +332,27 @@ mod tests {
         c.insert(t, "jane", "pw", 7);
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(c.get("jane", "pw"), None, "expired");
+    }
+
+    #[test]
+    fn cache_follows_the_epoch_source() {
+        let counter = std::sync::Arc::new(AtomicU64::new(5));
+        let c2 = counter.clone();
+        let c: AuthCache<u32> = AuthCache::new(Duration::from_secs(60), 10)
+            .with_epoch_source(std::sync::Arc::new(move || c2.load(Ordering::SeqCst)));
+        let t = c.ticket();
+        c.insert(t, "jane", "pw", 7);
+        assert_eq!(c.get("jane", "pw"), Some(7));
+        counter.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(c.get("jane", "pw"), None, "access changed: re-check");
+        // A check that started before the change does not insert.
+        let t = c.ticket();
+        counter.fetch_add(1, Ordering::SeqCst);
+        c.insert(t, "jane", "pw", 7);
+        assert_eq!(c.get("jane", "pw"), None);
+        let t = c.ticket();
+        c.insert(t, "jane", "pw", 7);
+        assert_eq!(c.get("jane", "pw"), Some(7));
     }
 
     #[test]

@@ -4,6 +4,29 @@
 //! writes the audit entry. dav-server hands each call the authenticated principal and the client's
 //! address ([`DavCtx`]); the adapter turns them into that principal's [`Tree`] (channel `webdav`).
 //!
+//! - **Refusals say why**: a portal error that refuses the request (a missing permission, a staff
+//!   operation, an invalid name, a limit) is recorded in the request's [`DavCtx`] with its message
+//!   (e.g. `you do not have Create permission on folder "/2026-001 Smith v Jones/Correspondence"`),
+//!   which the service puts in the response body.
+//! - **One audited read per request where the protocol allows it**: a PROPFIND asks for each
+//!   node's dead properties several times; the node comes with its properties
+//!   ([`Tree::stat_with_props`]) and `read_dir` fetches every child's properties and content hash
+//!   in one audited listing ([`Tree::list_with_props`]), which the request remembers. A GET (or
+//!   HEAD) opens the document when dav-server first asks for its metadata and hands the same
+//!   handle to the `open` that follows: one `Read` entry instead of a `Stat` and a `Read`. A plain
+//!   PUT (no conditional headers, no range) opens its upload at that point too, so it is audited
+//!   once, as the `Create`/`Update` it is, without a `Stat` before it.
+//! - **ownCloud clients** (rclone's `owncloud` vendor): `X-OC-Mtime` on PUT sets the document's
+//!   modification time. A PUT with `X-OC-Mtime` or `OC-Checksum` also computes MD5, SHA-1 and
+//!   SHA-256 of the body on a blocking thread while it streams, refuses the upload (400) if an
+//!   `OC-Checksum` (`SHA1:`/`MD5:`) does not match, and stores `oc:checksums` as a dead property
+//!   in the same commit, bound to the content's SHA-256: served in PROPFIND only while the
+//!   document still has that content (an update by another client makes it disappear rather
+//!   than lie). Clients can't write `oc:checksums` or the binding themselves.
+//! - **Quota** (RFC 4331): `quota-available-bytes` is the free space of the portal's data
+//!   directory (statvfs, cached for a few seconds, never blocking a PROPFIND for long),
+//!   `quota-used-bytes` is 0 at the root (per-user usage is not counted).
+//!
 //! OS junk (`.DS_Store`, `._*`, `Thumbs.db`, `desktop.ini`, `~$*`…, see [`crate::names::is_os_junk`])
 //! never reaches the firm's folders: it is kept in a small per-login scratch area in memory (bounded,
 //! lost on restart), served back to the same login only, never listed, never audited as an upload.
@@ -19,10 +42,26 @@ use dav_server::fs::{
     DavDirEntry, DavFile, DavMetaData, DavProp, FsError, FsFuture, FsResult, FsStream,
     GuardedFileSystem, OpenOptions, ReadDirMeta,
 };
+use http::StatusCode;
 use std::collections::HashMap;
 use std::io::SeekFrom;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The ownCloud namespace (`oc:checksums`).
+pub const OC_NS: &str = "http://owncloud.org/ns";
+/// The namespace of the adapter's own dead properties (never served, never writable by clients).
+pub const SDX_NS: &str = "urn:sdx-portal:webdav";
+/// The dead property binding `oc:checksums` to the content's SHA-256.
+const BINDING: &str = "checksums-sha256";
+
+/// How long a free-space figure is reused.
+const QUOTA_TTL: Duration = Duration::from_secs(5);
+/// How long a PROPFIND waits for the free-space figure before leaving it out.
+const QUOTA_WAIT: Duration = Duration::from_secs(2);
+/// Chunks queued for the checksum thread of one upload.
+const HASH_QUEUE: usize = 16;
 
 /// Most junk files kept per login.
 const SCRATCH_FILES: usize = 256;
@@ -58,9 +97,54 @@ pub fn fs_error(e: &Error) -> FsError {
     }
 }
 
-fn err<T>(e: Error) -> FsResult<T> {
+/// Maps a portal error to a WebDAV status and records, for refusals, why (for the response body).
+fn fail<T>(ctx: &DavCtx<Principal>, e: Error) -> FsResult<T> {
     tracing::debug!(error = %e, "webdav operation refused");
+    let status = match &e {
+        Error::PermissionDenied { .. }
+        | Error::StaffOnly(_)
+        | Error::Invalid(_)
+        | Error::AuthenticationFailed => Some(None),
+        Error::InvalidName { .. } => Some(Some(StatusCode::BAD_REQUEST)),
+        Error::Conflict(_) => Some(Some(StatusCode::CONFLICT)),
+        Error::TooLarge(_) => Some(Some(StatusCode::PAYLOAD_TOO_LARGE)),
+        Error::LockedOut { .. } => Some(Some(StatusCode::TOO_MANY_REQUESTS)),
+        Error::Io(io) if io.raw_os_error() == Some(28) => {
+            Some(Some(StatusCode::INSUFFICIENT_STORAGE))
+        }
+        _ => None,
+    };
+    if let Some(status) = status {
+        ctx.refuse(status, capitalised(&e.to_string()));
+    }
     Err(fs_error(&e))
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect::<String>() + ".",
+        None => String::new(),
+    }
+}
+
+/// The cache key of a tree path: no trailing `/` (except the root).
+fn key_of(p: &str) -> String {
+    let t = p.trim_end_matches('/');
+    if t.is_empty() {
+        "/".to_string()
+    } else {
+        t.to_string()
+    }
+}
+
+fn child_key(parent: &str, name: &str) -> String {
+    let k = key_of(parent);
+    if k == "/" {
+        format!("/{name}")
+    } else {
+        format!("{k}/{name}")
+    }
 }
 
 fn path_str(p: &DavPath) -> FsResult<String> {
@@ -147,11 +231,15 @@ impl DavDirEntry for DirEntry {
 
 type Scratch = Arc<Mutex<HashMap<Principal, HashMap<String, Bytes>>>>;
 
+/// Free space of the data directory, as last measured.
+type QuotaCache = Arc<Mutex<Option<(Instant, Option<u64>)>>>;
+
 /// The WebDAV filesystem: cheap to clone (dav-server clones it per request).
 #[derive(Clone)]
 pub struct PortalDavFs {
     portal: Portal,
     scratch: Scratch,
+    quota: QuotaCache,
 }
 
 impl PortalDavFs {
@@ -160,6 +248,7 @@ impl PortalDavFs {
         PortalDavFs {
             portal,
             scratch: Scratch::default(),
+            quota: QuotaCache::default(),
         }
     }
 
@@ -191,6 +280,67 @@ impl PortalDavFs {
         s.get_mut(&who)
             .is_some_and(|m| m.remove(&names::fold_key(path)).is_some())
     }
+
+    /// The node's dead properties, from this request's memory or one tree read.
+    async fn node_props(&self, p: &str, ctx: &DavCtx<Principal>) -> FsResult<Vec<DeadProp>> {
+        let key = key_of(p);
+        if let Some(props) = ctx.node(&key).and_then(|n| n.props) {
+            return Ok(props);
+        }
+        let props = match self.tree(ctx).props(p).await {
+            Ok(v) => v,
+            Err(e) => return fail(ctx, e),
+        };
+        ctx.remember(&key, |n| n.props = Some(props.clone()));
+        Ok(props)
+    }
+
+    /// The properties a client may see: the adapter's own are hidden, `oc:checksums` only while
+    /// bound to the current content.
+    async fn served_props(&self, p: &str, ctx: &DavCtx<Principal>) -> FsResult<Vec<DeadProp>> {
+        let props = self.node_props(p, ctx).await?;
+        let sha = ctx.node(&key_of(p)).and_then(|n| n.sha256);
+        let bound = props
+            .iter()
+            .find(|d| d.namespace.as_deref() == Some(SDX_NS) && d.name == BINDING)
+            .and_then(|d| d.xml.as_deref())
+            .and_then(|x| xmltree::Element::parse(x).ok())
+            .and_then(|e| e.get_text().map(|t| t.trim().to_ascii_lowercase()));
+        let valid = matches!((sha, bound), (Some(s), Some(b)) if hex::encode(s) == b);
+        Ok(props
+            .into_iter()
+            .filter(|d| d.namespace.as_deref() != Some(SDX_NS))
+            .filter(|d| valid || !(d.namespace.as_deref() == Some(OC_NS) && d.name == "checksums"))
+            .collect())
+    }
+
+    /// Free bytes of the data directory (cached; `None` for an in-memory portal or on failure).
+    async fn free_bytes(&self) -> Option<u64> {
+        if let Some((at, v)) = *self.quota.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < QUOTA_TTL
+        {
+            return v;
+        }
+        let dir: PathBuf = self.portal.data_dir()?.to_path_buf();
+        let measure = tokio::task::spawn_blocking(move || {
+            rustix::fs::statvfs(&dir)
+                .ok()
+                .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        });
+        let v = match tokio::time::timeout(QUOTA_WAIT, measure).await {
+            Ok(Ok(v)) => v,
+            _ => {
+                tracing::warn!("free space of the data directory could not be measured in time");
+                None
+            }
+        };
+        *self.quota.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), v));
+        v
+    }
+}
+
+fn is_oc_checksums(d: &DavProp) -> bool {
+    d.namespace.as_deref() == Some(OC_NS) && d.name == "checksums"
 }
 
 fn is_junk_path(path: &str) -> bool {
@@ -236,21 +386,33 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
                     truncate: options.truncate || !options.append,
                     create_new: options.create_new,
                 };
+                let stashed = (opts == WriteOptions::upload())
+                    .then(|| ctx.take_write(&key_of(&p)))
+                    .flatten();
                 // dav-server opens with create+write for PUT; a plain write on a missing file is a create too.
-                let up = match tree.open_write(&p, opts).await {
-                    Ok(u) => u,
-                    Err(e) => return err(e),
+                let up = match stashed {
+                    Some(u) => u,
+                    None => match tree.open_write(&p, opts).await {
+                        Ok(u) => u,
+                        Err(e) => return fail(ctx, e),
+                    },
                 };
+                let hasher = (ctx.wants_checksums() && opts.truncate).then(Hasher::start);
                 return Ok(Box::new(WriteFile {
                     up: Some(up),
                     pos: 0,
                     expect: options.size,
-                    tree: tree.clone(),
+                    ctx: ctx.clone(),
+                    hasher,
+                    oc_checksum: options.checksum,
                 }) as Box<dyn DavFile>);
+            }
+            if let Some(h) = ctx.take_read(&key_of(&p)) {
+                return Ok(Box::new(ReadFile { h, pos: 0 }) as Box<dyn DavFile>);
             }
             match tree.open_read(&p).await {
                 Ok(h) => Ok(Box::new(ReadFile { h, pos: 0 }) as Box<dyn DavFile>),
-                Err(e) => err(e),
+                Err(e) => fail(ctx, e),
             }
         })
     }
@@ -264,16 +426,22 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
         Box::pin(async move {
             let tree = &self.tree(ctx);
             let p = path_str(path)?;
-            let entries = match tree.list(&p).await {
+            let entries = match tree.list_with_props(&p).await {
                 Ok(v) => v,
-                Err(e) => return err(e),
+                Err(e) => return fail(ctx, e),
             };
             let items: Vec<FsResult<Box<dyn DavDirEntry>>> = entries
-                .iter()
-                .map(|e| {
+                .into_iter()
+                .map(|le| {
+                    let key = child_key(&p, &le.entry.name);
+                    let sha = le.entry.sha256;
+                    ctx.remember(&key, |n| {
+                        n.sha256 = sha;
+                        n.props = Some(le.props);
+                    });
                     Ok(Box::new(DirEntry {
-                        name: e.name.clone(),
-                        meta: Meta::of(e),
+                        name: le.entry.name.clone(),
+                        meta: Meta::of(&le.entry),
                     }) as Box<dyn DavDirEntry>)
                 })
                 .collect();
@@ -295,9 +463,67 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
                     .ok_or(FsError::NotFound)?;
                 return Ok(Box::new(Meta::file(data.len() as u64)) as Box<dyn DavMetaData>);
             }
+            let key = key_of(&p);
+            let method = ctx.method().clone();
+            if ctx.is_plain_put() {
+                // dav-server only needs to know whether the target exists before the upload
+                // starts: open the upload now (its permission check is the one that counts, and
+                // the upload is audited when it ends) instead of an audited stat first.
+                return match tree.open_write(&p, WriteOptions::upload()).await {
+                    Ok(up) => {
+                        let exists = up.is_update();
+                        ctx.stash_write(&key, up);
+                        if exists {
+                            Ok(Box::new(Meta::file(0)) as Box<dyn DavMetaData>)
+                        } else {
+                            Err(FsError::NotFound)
+                        }
+                    }
+                    // Not a document (a folder, a missing parent…): described below.
+                    Err(Error::Conflict(_) | Error::NotFound(_)) => match tree.stat(&p).await {
+                        Ok(e) => Ok(Box::new(Meta::of(&e)) as Box<dyn DavMetaData>),
+                        Err(e) => fail(ctx, e),
+                    },
+                    Err(e) => fail(ctx, e),
+                };
+            }
+            if method == http::Method::GET || method == http::Method::HEAD {
+                // dav-server asks for the metadata and then opens the document: open it now,
+                // one audited read instead of a stat and a read.
+                match tree.open_read(&p).await {
+                    Ok(h) => {
+                        let m = Meta::of(h.entry());
+                        ctx.stash_read(&key, h);
+                        return Ok(Box::new(m) as Box<dyn DavMetaData>);
+                    }
+                    // A folder: described below.
+                    Err(Error::Invalid(_)) => {}
+                    Err(e) => return fail(ctx, e),
+                }
+            }
+            if method.as_str() == "PROPFIND" {
+                // The properties come with the node (one audited read).
+                return match tree.stat_with_props(&p).await {
+                    Ok(le) => {
+                        let m = Meta::of(&le.entry);
+                        let sha = le.entry.sha256;
+                        ctx.remember(&key, |n| {
+                            n.sha256 = sha;
+                            n.props = Some(le.props);
+                        });
+                        Ok(Box::new(m) as Box<dyn DavMetaData>)
+                    }
+                    Err(e) => fail(ctx, e),
+                };
+            }
             match tree.stat(&p).await {
-                Ok(e) => Ok(Box::new(Meta::of(&e)) as Box<dyn DavMetaData>),
-                Err(e) => err(e),
+                Ok(e) => {
+                    if e.sha256.is_some() {
+                        ctx.remember(&key, |n| n.sha256 = e.sha256);
+                    }
+                    Ok(Box::new(Meta::of(&e)) as Box<dyn DavMetaData>)
+                }
+                Err(e) => fail(ctx, e),
             }
         })
     }
@@ -306,7 +532,10 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
         Box::pin(async move {
             let tree = &self.tree(ctx);
             let p = path_str(path)?;
-            tree.mkdir(&p).await.map(|_| ()).or_else(err)
+            match tree.mkdir(&p).await {
+                Ok(_) => Ok(()),
+                Err(e) => fail(ctx, e),
+            }
         })
     }
 
@@ -314,7 +543,10 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
         Box::pin(async move {
             let tree = &self.tree(ctx);
             let p = path_str(path)?;
-            tree.delete(&p).await.or_else(err)
+            match tree.delete(&p).await {
+                Ok(()) => Ok(()),
+                Err(e) => fail(ctx, e),
+            }
         })
     }
 
@@ -333,7 +565,10 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
                     Err(FsError::NotFound)
                 };
             }
-            tree.delete(&p).await.or_else(err)
+            match tree.delete(&p).await {
+                Ok(()) => Ok(()),
+                Err(e) => fail(ctx, e),
+            }
         })
     }
 
@@ -352,12 +587,15 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
                 self.scratch_remove(who, &a);
                 if !is_junk_path(&b) {
                     // A junk file renamed to a real name becomes a real upload.
-                    let mut up = tree
-                        .open_write(&b, WriteOptions::upload())
-                        .await
-                        .or_else(err)?;
-                    up.write(&data).await.or_else(err)?;
-                    up.commit().await.or_else(err)?;
+                    let r = async {
+                        let mut up = tree.open_write(&b, WriteOptions::upload()).await?;
+                        up.write(&data).await?;
+                        up.commit().await
+                    }
+                    .await;
+                    if let Err(e) = r {
+                        return fail(ctx, e);
+                    }
                 } else {
                     self.scratch_put(who, &b, data);
                 }
@@ -365,7 +603,10 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
             }
             // dav-server removes an existing target first when Overwrite: T, so overwrite here is
             // only reached for races; allow it (the policy still requires Update).
-            tree.rename(&a, &b, true).await.or_else(err)
+            match tree.rename(&a, &b, true).await {
+                Ok(()) => Ok(()),
+                Err(e) => fail(ctx, e),
+            }
         })
     }
 
@@ -378,7 +619,10 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
         Box::pin(async move {
             let tree = &self.tree(ctx);
             let (a, b) = (path_str(from)?, path_str(to)?);
-            tree.copy(&a, &b, true).await.or_else(err)
+            match tree.copy(&a, &b, true).await {
+                Ok(()) => Ok(()),
+                Err(e) => fail(ctx, e),
+            }
         })
     }
 
@@ -394,7 +638,10 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
             if is_junk_path(&p) {
                 return Ok(());
             }
-            tree.set_modified(&p, to_millis(tm)).await.or_else(err)
+            match tree.set_modified(&p, to_millis(tm)).await {
+                Ok(()) => Ok(()),
+                Err(e) => fail(ctx, e),
+            }
         })
     }
 
@@ -417,7 +664,7 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
             if is_junk_path(&p) {
                 return Ok(Vec::new());
             }
-            let props = self.tree(ctx).props(&p).await.or_else(err)?;
+            let props = self.served_props(&p, ctx).await?;
             Ok(props
                 .into_iter()
                 .map(|d| DavProp {
@@ -438,7 +685,10 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
     ) -> FsFuture<'a, Vec<u8>> {
         Box::pin(async move {
             let p = path_str(path)?;
-            let props = self.tree(ctx).props(&p).await.or_else(err)?;
+            if is_junk_path(&p) {
+                return Err(FsError::NotFound);
+            }
+            let props = self.served_props(&p, ctx).await?;
             props
                 .into_iter()
                 .find(|d| d.name == prop.name && d.namespace == prop.namespace)
@@ -455,6 +705,26 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
     ) -> FsFuture<'a, Vec<(http::StatusCode, DavProp)>> {
         Box::pin(async move {
             let p = path_str(path)?;
+            let reserved = |d: &DavProp| d.namespace.as_deref() == Some(SDX_NS) || is_oc_checksums(d);
+            if patch.iter().any(|(_, d)| reserved(d)) {
+                // All or nothing (RFC 4918 §9.2): the reserved ones are forbidden, the rest fail
+                // with them.
+                ctx.refuse(
+                    None,
+                    "oc:checksums is computed by the server and can't be set by a client.",
+                );
+                return Ok(patch
+                    .into_iter()
+                    .map(|(_, d)| {
+                        let s = if reserved(&d) {
+                            http::StatusCode::FORBIDDEN
+                        } else {
+                            http::StatusCode::FAILED_DEPENDENCY
+                        };
+                        (s, DavProp { xml: None, ..d })
+                    })
+                    .collect());
+            }
             let changes: Vec<DeadProp> = patch
                 .iter()
                 .map(|(set, d)| DeadProp {
@@ -467,12 +737,20 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
             let status = if is_junk_path(&p) {
                 http::StatusCode::OK
             } else {
-                match self.tree(ctx).patch_props(&p, changes).await {
+                let r = self.tree(ctx).patch_props(&p, changes).await;
+                ctx.remember(&key_of(&p), |n| n.props = None);
+                match r {
                     Ok(()) => http::StatusCode::OK,
                     Err(e) if e.is_not_found() => return Err(FsError::NotFound),
-                    Err(e) if e.is_denied() => http::StatusCode::FORBIDDEN,
-                    Err(Error::TooLarge(_)) => http::StatusCode::INSUFFICIENT_STORAGE,
-                    Err(e) => return err(e),
+                    Err(e) if e.is_denied() => {
+                        ctx.refuse(None, capitalised(&e.to_string()));
+                        http::StatusCode::FORBIDDEN
+                    }
+                    Err(Error::TooLarge(m)) => {
+                        ctx.refuse(None, format!("Limit exceeded: {m}."));
+                        http::StatusCode::INSUFFICIENT_STORAGE
+                    }
+                    Err(e) => return fail(ctx, e),
                 }
             };
             Ok(patch
@@ -483,7 +761,7 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
     }
 
     fn get_quota<'a>(&'a self, _ctx: &'a DavCtx<Principal>) -> FsFuture<'a, (u64, Option<u64>)> {
-        Box::pin(async move { Ok((0, None)) })
+        Box::pin(async move { Ok((0, self.free_bytes().await)) })
     }
 }
 
@@ -506,7 +784,11 @@ impl DavFile for ReadFile {
     }
     fn read_bytes(&mut self, count: usize) -> FsFuture<'_, Bytes> {
         Box::pin(async move {
-            let b = self.h.read_at(self.pos, count).await.or_else(err)?;
+            let b = self
+                .h
+                .read_at(self.pos, count)
+                .await
+                .map_err(|e| fs_error(&e))?;
             self.pos += b.len() as u64;
             Ok(b)
         })
@@ -531,11 +813,123 @@ fn seek_to(cur: u64, len: u64, pos: SeekFrom) -> FsResult<u64> {
     target.ok_or(FsError::GeneralFailure)
 }
 
+/// MD5, SHA-1 and SHA-256 of an upload.
+struct Sums {
+    md5: [u8; 16],
+    sha1: Vec<u8>,
+    sha256: Vec<u8>,
+}
+
+/// Hashes an upload's bytes on a blocking thread while it streams (the async task only queues
+/// reference-counted chunks; the queue is bounded).
+struct Hasher {
+    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    done: tokio::task::JoinHandle<Sums>,
+}
+
+impl Hasher {
+    fn start() -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
+        let done = tokio::task::spawn_blocking(move || {
+            let mut md5 = md5::Context::new();
+            let mut sha1 = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+            let mut sha256 = ring::digest::Context::new(&ring::digest::SHA256);
+            while let Some(b) = rx.blocking_recv() {
+                md5.consume(&b);
+                sha1.update(&b);
+                sha256.update(&b);
+            }
+            Sums {
+                md5: md5.finalize().0,
+                sha1: sha1.finish().as_ref().to_vec(),
+                sha256: sha256.finish().as_ref().to_vec(),
+            }
+        });
+        Hasher { tx: Some(tx), done }
+    }
+
+    async fn feed(&mut self, b: Bytes) {
+        if let Some(tx) = &self.tx
+            && tx.send(b).await.is_err()
+        {
+            self.tx = None;
+        }
+    }
+
+    async fn finish(mut self) -> Option<Sums> {
+        self.tx = None;
+        (&mut self.done).await.ok()
+    }
+}
+
+impl Drop for Hasher {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread; nothing waits for it.
+        self.tx = None;
+    }
+}
+
+/// Checks an `OC-Checksum` header (`SHA1:…`, `MD5:…`; other kinds are not checked).
+fn checksum_mismatch(header: &str, sums: &Sums) -> Option<String> {
+    let (kind, want) = header.trim().split_once(':')?;
+    let got = if kind.eq_ignore_ascii_case("SHA1") {
+        hex::encode(&sums.sha1)
+    } else if kind.eq_ignore_ascii_case("MD5") {
+        hex::encode(sums.md5)
+    } else if kind.eq_ignore_ascii_case("SHA256") {
+        hex::encode(&sums.sha256)
+    } else {
+        return None;
+    };
+    let want = want.trim().to_ascii_lowercase();
+    (want != got).then(|| {
+        format!(
+            "The uploaded content does not match the OC-Checksum header: {kind} {want} was announced, {got} arrived. Nothing was stored."
+        )
+    })
+}
+
+/// The dead properties an ownCloud client reads back: `oc:checksums` and its binding.
+fn checksum_props(sums: &Sums) -> Vec<DeadProp> {
+    let value = format!(
+        "SHA1:{} MD5:{}",
+        hex::encode(&sums.sha1),
+        hex::encode(sums.md5)
+    );
+    vec![
+        DeadProp {
+            namespace: Some(OC_NS.into()),
+            prefix: Some("oc".into()),
+            name: "checksums".into(),
+            xml: Some(
+                format!(
+                    "<oc:checksums xmlns:oc=\"{OC_NS}\"><oc:checksum>{value}</oc:checksum></oc:checksums>"
+                )
+                .into_bytes(),
+            ),
+        },
+        DeadProp {
+            namespace: Some(SDX_NS.into()),
+            prefix: Some("sdx".into()),
+            name: BINDING.into(),
+            xml: Some(
+                format!(
+                    "<sdx:{BINDING} xmlns:sdx=\"{SDX_NS}\">{}</sdx:{BINDING}>",
+                    hex::encode(&sums.sha256)
+                )
+                .into_bytes(),
+            ),
+        },
+    ]
+}
+
 struct WriteFile {
     up: Option<Upload>,
     pos: u64,
     expect: Option<u64>,
-    tree: Tree,
+    ctx: DavCtx<Principal>,
+    hasher: Option<Hasher>,
+    oc_checksum: Option<String>,
 }
 
 impl std::fmt::Debug for WriteFile {
@@ -547,15 +941,25 @@ impl std::fmt::Debug for WriteFile {
 }
 
 impl WriteFile {
-    async fn put(&mut self, data: &[u8]) -> FsResult<()> {
+    async fn put(&mut self, data: Bytes) -> FsResult<()> {
         let up = self.up.as_mut().ok_or(FsError::GeneralFailure)?;
-        let r = if self.pos == up.len() {
-            up.write(data).await
+        let sequential = self.pos == up.len();
+        let r = if sequential {
+            up.write(&data).await
         } else {
-            up.write_at(self.pos, data).await
+            up.write_at(self.pos, &data).await
         };
-        r.or_else(err)?;
+        if let Err(e) = r {
+            return fail(&self.ctx, e);
+        }
         self.pos += data.len() as u64;
+        if !sequential {
+            // Checksums are computed for plain front-to-back uploads only.
+            self.hasher = None;
+        }
+        if let Some(h) = &mut self.hasher {
+            h.feed(data).await;
+        }
         Ok(())
     }
 }
@@ -571,21 +975,20 @@ impl DavFile for WriteFile {
     }
     fn write_buf(&mut self, mut buf: Box<dyn Buf + Send>) -> FsFuture<'_, ()> {
         Box::pin(async move {
-            while buf.has_remaining() {
-                let chunk = buf.chunk().to_vec();
-                buf.advance(chunk.len());
-                self.put(&chunk).await?;
-            }
-            Ok(())
+            let n = buf.remaining();
+            self.put(buf.copy_to_bytes(n)).await
         })
     }
     fn write_bytes(&mut self, buf: Bytes) -> FsFuture<'_, ()> {
-        Box::pin(async move { self.put(&buf).await })
+        Box::pin(async move { self.put(buf).await })
     }
     fn read_bytes(&mut self, count: usize) -> FsFuture<'_, Bytes> {
         Box::pin(async move {
             let up = self.up.as_mut().ok_or(FsError::GeneralFailure)?;
-            let b = up.read_at(self.pos, count).await.or_else(err)?;
+            let b = match up.read_at(self.pos, count).await {
+                Ok(b) => b,
+                Err(e) => return fail(&self.ctx, e),
+            };
             self.pos += b.len() as u64;
             Ok(b)
         })
@@ -599,18 +1002,44 @@ impl DavFile for WriteFile {
     }
     fn flush(&mut self) -> FsFuture<'_, ()> {
         Box::pin(async move {
-            let Some(up) = self.up.take() else {
+            let Some(mut up) = self.up.take() else {
                 return Ok(());
             };
             if let Some(n) = self.expect
                 && up.len() != n
             {
-                // The body ended early: never make a partial document visible.
+                // The body ended early (or ran long): never make a partial document visible.
+                let got = up.len();
                 let _ = up.abort().await;
+                self.ctx.refuse(
+                    Some(StatusCode::BAD_REQUEST),
+                    format!(
+                        "The upload is incomplete: {got} of the {n} bytes announced arrived. Nothing was stored."
+                    ),
+                );
                 return Err(FsError::GeneralFailure);
             }
-            let _ = &self.tree;
-            up.commit().await.map(|_| ()).or_else(err)
+            if let Some(t) = self.ctx.oc_mtime() {
+                up.set_modified(to_millis(t));
+            }
+            if let Some(h) = self.hasher.take()
+                && let Some(sums) = h.finish().await
+            {
+                if let Some(why) = self
+                    .oc_checksum
+                    .as_deref()
+                    .and_then(|c| checksum_mismatch(c, &sums))
+                {
+                    let _ = up.abort().await;
+                    self.ctx.refuse(Some(StatusCode::BAD_REQUEST), why);
+                    return Err(FsError::GeneralFailure);
+                }
+                up.set_props(checksum_props(&sums));
+            }
+            match up.commit().await {
+                Ok(_) => Ok(()),
+                Err(e) => fail(&self.ctx, e),
+            }
         })
     }
 }

@@ -10,11 +10,12 @@ pub mod auth;
 pub mod fs;
 pub mod lock_system;
 pub mod mount;
+pub mod quirks;
 pub mod server;
 
-pub use auth::{AuthCache, AuthError, Authenticator};
+pub use auth::{AuthCache, AuthError, Authenticator, EpochSource};
 pub use lock_system::PortalLockSystem;
 pub use server::{
-    DAV_PREFIX, DavCtx, DavService, Fallback, RunningServer, ServerError, ServerLimits,
+    DAV_PREFIX, DavCtx, DavService, Fallback, Refusal, RunningServer, ServerError, ServerLimits,
     WebDavServer, WebDavServerBuilder,
 };

@@ -65,5 +65,9 @@ pub async fn builder(
         Box::new(PortalDavFs::new(portal.clone())),
         Arc::new(PortalAuthenticator::new(portal.clone())),
     )
-    .locks(locks))
+    .locks(locks)
+    .access_epoch({
+        let p = portal.clone();
+        Arc::new(move || p.access_epoch())
+    }))
 }
