@@ -24,7 +24,6 @@ pub struct Running {
     sftp_server: Option<RunningSftpServer>,
     admin: AdminSocket,
     notifier: crate::accounts::Notifier,
-    cache_watch: tokio::task::JoinHandle<()>,
     grace: Duration,
 }
 
@@ -68,32 +67,6 @@ pub fn resolve_free_ports(cfg: &mut ServerConfig) -> Result<(), Failure> {
     Ok(())
 }
 
-/// How often the WebDAV login cache is compared with the portal's access epoch.
-const ACCESS_POLL: Duration = Duration::from_millis(50);
-
-/// Empties the WebDAV login cache whenever credentials or access change in the portal
-/// ([`crate::Portal::access_epoch`]: a password changed, an app password revoked, a login
-/// disabled), so a revoked credential stops working within [`ACCESS_POLL`] instead of the
-/// cache's lifetime (60 s).
-fn watch_access(
-    portal: crate::Portal,
-    cache: Arc<crate::webdav::auth::AuthCache<crate::model::Principal>>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut seen = portal.access_epoch();
-        let mut tick = tokio::time::interval(ACCESS_POLL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let now = portal.access_epoch();
-            if now != seen {
-                seen = now;
-                cache.bump_generation();
-            }
-        }
-    })
-}
-
 /// Starts WebDAV (with the account pages `/invite/`, `/reset/` on the same listener) and SFTP
 /// (unless disabled) on the configured addresses, the notification mails and the admin socket.
 pub async fn start(opened: Opened, cfg: &ServerConfig) -> Result<Running, Failure> {
@@ -133,7 +106,6 @@ pub async fn start(opened: Opened, cfg: &ServerConfig) -> Result<Running, Failur
             )),
             other => Failure(other.to_string()),
         })?;
-    let cache_watch = watch_access(portal.clone(), webdav.service().auth_cache().clone());
     let webdav = webdav.spawn();
     let webdav_addr = webdav.local_addr();
     let mut sftp_server = None;
@@ -164,7 +136,6 @@ pub async fn start(opened: Opened, cfg: &ServerConfig) -> Result<Running, Failur
         match started {
             Ok(s) => sftp_server = Some(s),
             Err(e) => {
-                cache_watch.abort();
                 let _ = webdav.shutdown().await;
                 return Err(e);
             }
@@ -175,7 +146,6 @@ pub async fn start(opened: Opened, cfg: &ServerConfig) -> Result<Running, Failur
     let admin = match super::socket::listen(ctx, &socket).await {
         Ok(s) => s,
         Err(e) => {
-            cache_watch.abort();
             if let Some(s) = sftp_server {
                 let _ = s.stop().await;
             }
@@ -195,7 +165,6 @@ pub async fn start(opened: Opened, cfg: &ServerConfig) -> Result<Running, Failur
         sftp_server,
         admin,
         notifier,
-        cache_watch,
         grace: Duration::from_secs(cfg.limits.shutdown_grace_secs),
     })
 }
@@ -207,7 +176,6 @@ impl Running {
     /// admin socket goes away; then pending notification mails are sent.
     pub async fn shutdown(self) -> Result<(), Failure> {
         let notifier = self.notifier;
-        self.cache_watch.abort();
         let sftp = self.sftp_server;
         if let Some(s) = &sftp {
             s.shutdown();
