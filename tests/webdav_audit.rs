@@ -50,12 +50,20 @@ async fn requests_are_audited_once_with_channel_and_address() {
     let (r, e) = added(&w, c.req("PUT", &doc, &a, b"hello")).await;
     assert_eq!(r.status, 201);
     let acts: Vec<_> = e.iter().map(|e| e.action.clone()).collect();
-    assert_eq!(acts, [AuditAction::Create], "a plain PUT is audited once: {e:?}");
+    assert_eq!(
+        acts,
+        [AuditAction::Create],
+        "a plain PUT is audited once: {e:?}"
+    );
     for x in &e {
         assert_eq!(x.channel, Channel::WebDav);
         let remote = x.remote.as_deref().unwrap_or("");
         assert!(remote.starts_with("127.0.0.1:"), "{remote}");
-        assert_ne!(remote, srv.addr.to_string(), "the client's address, not the server's");
+        assert_ne!(
+            remote,
+            srv.addr.to_string(),
+            "the client's address, not the server's"
+        );
     }
 
     let (r, e) = added(&w, c.req("GET", &doc, &a, b"")).await;
@@ -63,7 +71,11 @@ async fn requests_are_audited_once_with_channel_and_address() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert_eq!(e[0].action, AuditAction::Read);
     assert!(matches!(e[0].outcome, Outcome::Allowed));
-    assert!(e[0].object.ends_with("/Client Documents/a.txt"), "{}", e[0].object);
+    assert!(
+        e[0].object.ends_with("/Client Documents/a.txt"),
+        "{}",
+        e[0].object
+    );
 
     let (r, e) = added(
         &w,

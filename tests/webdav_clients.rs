@@ -67,13 +67,19 @@ async fn windows_upload_sequence_sets_content_and_modification_time() {
         .req(
             "PROPPATCH",
             &doc,
-            &win_head(&format!("{if_tok}Content-Type: text/xml; charset=\"utf-8\"\r\n")),
+            &win_head(&format!(
+                "{if_tok}Content-Type: text/xml; charset=\"utf-8\"\r\n"
+            )),
             proppatch.as_bytes(),
         )
         .await;
     assert_eq!(r.status, 207, "{}", r.body);
     assert!(r.body.contains("200 OK"), "{}", r.body);
-    assert!(!r.body.contains("403") && !r.body.contains("424"), "{}", r.body);
+    assert!(
+        !r.body.contains("403") && !r.body.contains("424"),
+        "{}",
+        r.body
+    );
     // 5. UNLOCK.
     let r = c
         .req(
@@ -176,7 +182,12 @@ async fn finder_chunked_upload_and_quota() {
     let srv = w.serve().await;
     let mut c = Conn::open(srv.addr).await;
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let pieces: Vec<&[u8]> = vec![&data[..1], &data[1..70_000], &data[70_000..70_001], &data[70_001..]];
+    let pieces: Vec<&[u8]> = vec![
+        &data[..1],
+        &data[1..70_000],
+        &data[70_000..70_001],
+        &data[70_001..],
+    ];
 
     // Finder's sequence: an empty file, LOCK, then the content chunked with
     // X-Expected-Entity-Length and no Content-Length, then UNLOCK.
@@ -234,7 +245,14 @@ async fn finder_chunked_upload_and_quota() {
         .await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("incomplete"), "{}", r.body);
-    let r = http(srv.addr, "PROPFIND", &doc3, &finder_head("Depth: 0\r\n"), b"").await;
+    let r = http(
+        srv.addr,
+        "PROPFIND",
+        &doc3,
+        &finder_head("Depth: 0\r\n"),
+        b"",
+    )
+    .await;
     assert_eq!(r.status, 404, "no partial or empty document: {}", r.body);
 
     // RFC 4331 quota properties, answered quickly.
@@ -280,8 +298,14 @@ async fn gvfs_walks_up_to_the_root() {
     let head = format!("User-Agent: gvfs/1.50.2\r\n{}", auth(&alice()));
     let body = br#"<?xml version="1.0" encoding="utf-8" ?><D:propfind xmlns:D="DAV:"><D:prop><D:creationdate/><D:displayname/><D:getcontentlength/><D:getcontenttype/><D:getetag/><D:getlastmodified/><D:resourcetype/></D:prop></D:propfind>"#;
     for (path, href) in [
-        (format!("/dav/{M1}/Client%20Documents"), format!("/dav/{M1}/Client%20Documents/")),
-        (format!("/dav/{M1}/Client%20Documents/"), format!("/dav/{M1}/Client%20Documents/")),
+        (
+            format!("/dav/{M1}/Client%20Documents"),
+            format!("/dav/{M1}/Client%20Documents/"),
+        ),
+        (
+            format!("/dav/{M1}/Client%20Documents/"),
+            format!("/dav/{M1}/Client%20Documents/"),
+        ),
         (format!("/dav/{M1}"), format!("/dav/{M1}/")),
         (format!("/dav/{M1}/"), format!("/dav/{M1}/")),
         ("/dav/".to_string(), "/dav/".to_string()),
@@ -290,7 +314,12 @@ async fn gvfs_walks_up_to_the_root() {
     ] {
         for depth in ["0", "1"] {
             let r = c
-                .req("PROPFIND", &path, &format!("{head}Depth: {depth}\r\n"), body)
+                .req(
+                    "PROPFIND",
+                    &path,
+                    &format!("{head}Depth: {depth}\r\n"),
+                    body,
+                )
                 .await;
             assert_eq!(r.status, 207, "{path} depth {depth}: {}", r.body);
             assert!(
@@ -313,7 +342,12 @@ async fn gvfs_walks_up_to_the_root() {
     assert!(!r.body.contains("2026-002"), "{}", r.body);
     // Without credentials "/" asks for them like the rest.
     let r = c
-        .req("PROPFIND", "/", "User-Agent: gvfs/1.50.2\r\nDepth: 0\r\n", body)
+        .req(
+            "PROPFIND",
+            "/",
+            "User-Agent: gvfs/1.50.2\r\nDepth: 0\r\n",
+            body,
+        )
         .await;
     assert_eq!(r.status, 401);
     srv.server.shutdown().await.unwrap();

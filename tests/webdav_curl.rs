@@ -79,7 +79,15 @@ async fn client_over_http_sees_only_its_matter_and_its_permissions() {
         let f = file.to_str().unwrap().to_string();
         let put = |url: &str| curl(&["-u", &u, "-T", &f, url]);
         let propfind = |url: &str, depth: &str| {
-            curl(&["-u", &u, "-X", "PROPFIND", "-H", &format!("Depth: {depth}"), url])
+            curl(&[
+                "-u",
+                &u,
+                "-X",
+                "PROPFIND",
+                "-H",
+                &format!("Depth: {depth}"),
+                url,
+            ])
         };
 
         // OPTIONS needs no credentials and advertises class 2.
@@ -132,7 +140,10 @@ async fn client_over_http_sees_only_its_matter_and_its_permissions() {
         );
         // List+Read: the firm's letter can be read.
         let (code, body) = curl(&["-u", &u, &format!("{m}/Correspondence/from-staff.txt")]);
-        assert_eq!((code.as_str(), body.as_str()), ("200", "written by the firm"));
+        assert_eq!(
+            (code.as_str(), body.as_str()),
+            ("200", "written by the firm")
+        );
         // No Delete.
         let (code, body) = curl(&[
             "-u",
@@ -156,7 +167,13 @@ async fn client_over_http_sees_only_its_matter_and_its_permissions() {
         assert_eq!(code, "403");
         assert!(body.contains("Delete"), "{body}");
         // Portal users never create folders.
-        let (code, body) = curl(&["-u", &u, "-X", "MKCOL", &format!("{m}/Client%20Documents/New/")]);
+        let (code, body) = curl(&[
+            "-u",
+            &u,
+            "-X",
+            "MKCOL",
+            &format!("{m}/Client%20Documents/New/"),
+        ]);
         assert_eq!(code, "403");
         assert!(body.contains("creating folders"), "{body}");
         // Full rights in Tax Returns: create, replace, rename, delete.
@@ -180,7 +197,10 @@ async fn client_over_http_sees_only_its_matter_and_its_permissions() {
         assert_eq!(put(&format!("{m}/Drop%20Box/mine.txt")).0, "201");
         let (code, body) = propfind(&format!("{m}/Drop%20Box/"), "1");
         assert_eq!(code, "207");
-        assert!(!body.contains("from-staff.txt") && !body.contains("mine.txt"), "{body}");
+        assert!(
+            !body.contains("from-staff.txt") && !body.contains("mine.txt"),
+            "{body}"
+        );
         let (code, _) = curl(&["-u", &u, &format!("{m}/Drop%20Box/from-staff.txt")]);
         assert_ne!(code, "200");
 

@@ -134,7 +134,11 @@ async fn h2_and_http11_over_tls_put_and_get_64_mib() {
                 .unwrap();
             let get = String::from_utf8_lossy(&out.stdout).into_owned();
             let g: Vec<&str> = get.split_whitespace().collect();
-            assert_eq!(g.get(..2), Some(&["200", version][..]), "GET {proto}: {get}");
+            assert_eq!(
+                g.get(..2),
+                Some(&["200", version][..]),
+                "GET {proto}: {get}"
+            );
             assert_eq!(std::fs::metadata(&dst).unwrap().len(), (mib << 20) as u64);
             assert_eq!(sha256_file(&dst), want, "{proto}: content differs");
             let mbs = |s: &str| s.parse::<f64>().unwrap_or(0.0) / 1e6;

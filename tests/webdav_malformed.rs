@@ -49,13 +49,26 @@ async fn malformed_requests_get_clear_statuses_and_the_server_keeps_serving() {
         ("LOCK", b"<D:lockinfo xmlns:D=\"DAV:\"><D:lockscope>"),
     ] {
         let r = http(addr, method, &doc, &format!("{a}Depth: 0\r\n"), body).await;
-        assert_eq!(r.status, 400, "{method} {:?}: {}", String::from_utf8_lossy(body), r.body);
+        assert_eq!(
+            r.status,
+            400,
+            "{method} {:?}: {}",
+            String::from_utf8_lossy(body),
+            r.body
+        );
     }
 
     // Entity expansion and other DTD tricks: refused at once, with the reason.
     let t = Instant::now();
     for method in ["PROPFIND", "PROPPATCH", "LOCK"] {
-        let r = http(addr, method, &doc, &format!("{a}Depth: 0\r\n"), &billion_laughs()).await;
+        let r = http(
+            addr,
+            method,
+            &doc,
+            &format!("{a}Depth: 0\r\n"),
+            &billion_laughs(),
+        )
+        .await;
         assert_eq!(r.status, 400, "{method}: {}", r.body);
         assert!(r.body.contains("DTD"), "{}", r.body);
     }
@@ -74,7 +87,14 @@ async fn malformed_requests_get_clear_statuses_and_the_server_keeps_serving() {
     .await;
     assert_eq!(r.status, 400, "{}", r.body);
     // Non-UTF-8 bodies.
-    let r = http(addr, "PROPFIND", &doc, &format!("{a}Depth: 0\r\n"), &[0xFF, 0xFE, b'<', 0, b'a', 0]).await;
+    let r = http(
+        addr,
+        "PROPFIND",
+        &doc,
+        &format!("{a}Depth: 0\r\n"),
+        &[0xFF, 0xFE, b'<', 0, b'a', 0],
+    )
+    .await;
     assert_eq!(r.status, 400);
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 
@@ -86,7 +106,14 @@ async fn malformed_requests_get_clear_statuses_and_the_server_keeps_serving() {
             "</a>".repeat(n)
         );
         for method in ["PROPFIND", "PROPPATCH", "LOCK"] {
-            let r = http(addr, method, &doc, &format!("{a}Depth: 0\r\n"), body.as_bytes()).await;
+            let r = http(
+                addr,
+                method,
+                &doc,
+                &format!("{a}Depth: 0\r\n"),
+                body.as_bytes(),
+            )
+            .await;
             assert_eq!(r.status, 400, "{method} depth {n}: {}", r.body);
             assert!(r.body.contains("nest"), "{}", r.body);
         }
@@ -115,15 +142,36 @@ async fn malformed_requests_get_clear_statuses_and_the_server_keeps_serving() {
     assert_eq!(r.status, 413);
 
     // Absurd Depth values.
-    let r = http(addr, "PROPFIND", &folder, &format!("{a}Depth: infinity\r\n"), PROPFIND).await;
+    let r = http(
+        addr,
+        "PROPFIND",
+        &folder,
+        &format!("{a}Depth: infinity\r\n"),
+        PROPFIND,
+    )
+    .await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.body.contains("propfind-finite-depth"), "{}", r.body);
     for d in ["99", "2", "-1", "1,0", "infinite", "0x1", "ünendlich"] {
-        let r = http(addr, "PROPFIND", &folder, &format!("{a}Depth: {d}\r\n"), PROPFIND).await;
+        let r = http(
+            addr,
+            "PROPFIND",
+            &folder,
+            &format!("{a}Depth: {d}\r\n"),
+            PROPFIND,
+        )
+        .await;
         assert_eq!(r.status, 400, "Depth {d}: {}", r.body);
         assert!(r.body.contains("Depth"), "{}", r.body);
     }
-    let r = http(addr, "PROPFIND", &folder, &format!("{a}Depth: 0\r\nDepth: 1\r\n"), PROPFIND).await;
+    let r = http(
+        addr,
+        "PROPFIND",
+        &folder,
+        &format!("{a}Depth: 0\r\nDepth: 1\r\n"),
+        PROPFIND,
+    )
+    .await;
     assert_eq!(r.status, 400);
     for method in ["LOCK", "COPY", "MOVE", "DELETE", "GET"] {
         let r = http(addr, method, &doc, &format!("{a}Depth: 99\r\n"), b"").await;
@@ -138,10 +186,23 @@ async fn malformed_requests_get_clear_statuses_and_the_server_keeps_serving() {
         br#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>"#,
     )
     .await;
-    assert!(r.status == 400 || r.status == 412, "{} {}", r.status, r.body);
+    assert!(
+        r.status == 400 || r.status == 412,
+        "{} {}",
+        r.status,
+        r.body
+    );
 
     // Unknown and unsupported methods.
-    for method in ["FOO", "TRACE", "SEARCH", "BIND", "MKCALENDAR", "REPORT", "ACL"] {
+    for method in [
+        "FOO",
+        "TRACE",
+        "SEARCH",
+        "BIND",
+        "MKCALENDAR",
+        "REPORT",
+        "ACL",
+    ] {
         let r = http(addr, method, &doc, &a, b"").await;
         assert!(r.status == 501 || r.status == 405, "{method}: {}", r.status);
     }
@@ -149,22 +210,44 @@ async fn malformed_requests_get_clear_statuses_and_the_server_keeps_serving() {
     assert_eq!(r.status, 405, "documents are replaced whole, never patched");
 
     // Huge and many headers; a garbage request line; an absurd Content-Length; bad If headers.
-    let r = http(addr, "GET", &doc, &format!("{a}X-Big: {}\r\n", "a".repeat(70 * 1024)), b"").await;
+    let r = http(
+        addr,
+        "GET",
+        &doc,
+        &format!("{a}X-Big: {}\r\n", "a".repeat(70 * 1024)),
+        b"",
+    )
+    .await;
     assert_eq!(r.status, 431);
     let many: String = (0..300).map(|i| format!("X-H{i}: v\r\n")).collect();
     let r = http(addr, "GET", &doc, &format!("{a}{many}"), b"").await;
     assert!(r.status == 431 || r.status == 400, "{}", r.status);
-    let r = http(addr, "GET", &doc, &format!("{a}Destination: {}\r\n", "/dav/x".repeat(12_000)), b"").await;
+    let r = http(
+        addr,
+        "GET",
+        &doc,
+        &format!("{a}Destination: {}\r\n", "/dav/x".repeat(12_000)),
+        b"",
+    )
+    .await;
     assert!(r.status == 431 || r.status == 400, "{}", r.status);
     let mut c = Conn::open(addr).await;
     let r = c.send_raw(b"GARBAGE\r\n\r\n").await;
     assert_eq!(r.status, 400);
     let mut c = Conn::open(addr).await;
     let r = c
-        .send_raw(format!("GET {doc} HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n{a}\r\n").as_bytes())
+        .send_raw(
+            format!("GET {doc} HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n{a}\r\n").as_bytes(),
+        )
         .await;
     assert_eq!(r.status, 400);
-    for ifh in ["(<garbage", "<http://x/> (", "(Not)", "((<a>))", "([\"etag\"] <opaquelocktoken:x>"] {
+    for ifh in [
+        "(<garbage",
+        "<http://x/> (",
+        "(Not)",
+        "((<a>))",
+        "([\"etag\"] <opaquelocktoken:x>",
+    ] {
         let r = http(addr, "PUT", &doc, &format!("{a}If: {ifh}\r\n"), b"new").await;
         assert!(
             r.status == 400 || r.status == 412,
@@ -200,7 +283,12 @@ async fn malformed_requests_get_clear_statuses_and_the_server_keeps_serving() {
             r.body
         );
     }
-    for t in ["Second-4294967295", "Second-", "Infinite, Second-5", "Second-99999999999999"] {
+    for t in [
+        "Second-4294967295",
+        "Second-",
+        "Infinite, Second-5",
+        "Second-99999999999999",
+    ] {
         let r = http(
             addr,
             "LOCK",
@@ -209,17 +297,43 @@ async fn malformed_requests_get_clear_statuses_and_the_server_keeps_serving() {
             br#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:shared/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>"#,
         )
         .await;
-        assert!(r.status == 200 || r.status == 400, "Timeout {t}: {} {}", r.status, r.body);
+        assert!(
+            r.status == 200 || r.status == 400,
+            "Timeout {t}: {} {}",
+            r.status,
+            r.body
+        );
     }
-    let r = http(addr, "GET", &doc, "Authorization: Basic \u{7f}\u{7f}\r\n", b"").await;
+    let r = http(
+        addr,
+        "GET",
+        &doc,
+        "Authorization: Basic \u{7f}\u{7f}\r\n",
+        b"",
+    )
+    .await;
     assert!(r.status == 401 || r.status == 400, "{}", r.status);
     let r = http(addr, "GET", &format!("/dav/{M1}/%zz"), &a, b"").await;
     assert_eq!(r.status, 400);
-    let r = http(addr, "GET", &format!("/dav/{M1}/x?{}", "q".repeat(200)), &a, b"").await;
+    let r = http(
+        addr,
+        "GET",
+        &format!("/dav/{M1}/x?{}", "q".repeat(200)),
+        &a,
+        b"",
+    )
+    .await;
     assert!(r.status == 404 || r.status == 400, "{}", r.status);
 
     // Still serving, nothing panicked.
-    let r = http(addr, "PROPFIND", &folder, &format!("{a}Depth: 1\r\n"), PROPFIND).await;
+    let r = http(
+        addr,
+        "PROPFIND",
+        &folder,
+        &format!("{a}Depth: 1\r\n"),
+        PROPFIND,
+    )
+    .await;
     assert_eq!(r.status, 207);
     assert!(r.body.contains("doc.txt"));
     let r = http(addr, "GET", &doc, &a, b"").await;

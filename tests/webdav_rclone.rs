@@ -32,7 +32,10 @@ fn md5_hex(b: &[u8]) -> String {
 }
 
 fn sha1_hex(b: &[u8]) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, b))
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        b,
+    ))
 }
 
 fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
@@ -133,7 +136,13 @@ async fn rclone_copies_up_and_down_with_checksums_and_mtimes() {
     }
 
     let conf = dir.path().join("rclone.conf");
-    let (ok, obscured) = rclone(&conf, &["obscure", webdav_support::alice().split_once(':').unwrap().1]);
+    let (ok, obscured) = rclone(
+        &conf,
+        &[
+            "obscure",
+            webdav_support::alice().split_once(':').unwrap().1,
+        ],
+    );
     assert!(ok);
     std::fs::write(
         &conf,
@@ -174,7 +183,10 @@ async fn rclone_copies_up_and_down_with_checksums_and_mtimes() {
         let (ok, out) = rclone(&conf, &["check", up.to_str().unwrap(), &remote]);
         assert!(ok, "{out}");
         assert!(out.contains("0 differences found"), "{out}");
-        assert!(out.contains(&format!("{} matching files", files.len())), "{out}");
+        assert!(
+            out.contains(&format!("{} matching files", files.len())),
+            "{out}"
+        );
         assert!(!out.contains("could not be checked"), "{out}");
 
         // Down again: same bytes, same modification times.
@@ -201,10 +213,7 @@ async fn rclone_copies_up_and_down_with_checksums_and_mtimes() {
 
     // Server side: the document's modification time is the client's.
     let staff = w.portal.tree(Actor::api(Principal::Staff(w.demo.staff)));
-    let e = staff
-        .stat(&format!("/{FOLDER}/big.bin"))
-        .await
-        .unwrap();
+    let e = staff.stat(&format!("/{FOLDER}/big.bin")).await.unwrap();
     assert_eq!(e.modified, (base_time + 3 * 3600) * 1000);
 
     // Staff replaces 4k.bin through the API (no checksums): the old ones are no longer served.
@@ -220,12 +229,19 @@ async fn rclone_copies_up_and_down_with_checksums_and_mtimes() {
         .unwrap();
     let e = listed.iter().find(|e| e.0 == "4k.bin").unwrap();
     assert_eq!(e.1, 17);
-    assert_eq!((e.3.as_str(), e.4.as_str()), ("", ""), "stale checksums served: {e:?}");
+    assert_eq!(
+        (e.3.as_str(), e.4.as_str()),
+        ("", ""),
+        "stale checksums served: {e:?}"
+    );
     let e = listed.iter().find(|e| e.0 == "big.bin").unwrap();
     assert!(!e.3.is_empty(), "untouched documents keep theirs");
 
     // An OC-Checksum that does not match the body is refused with the reason; nothing is stored.
-    let url = format!("{}/{}/Client%20Documents/Tax%20Returns/bad.txt", srv.base, M1);
+    let url = format!(
+        "{}/{}/Client%20Documents/Tax%20Returns/bad.txt",
+        srv.base, M1
+    );
     let (code, body) = tokio::task::spawn_blocking(move || {
         curl(&[
             "-u",
@@ -251,7 +267,10 @@ async fn rclone_copies_up_and_down_with_checksums_and_mtimes() {
             .is_not_found()
     );
     // And a client can't forge oc:checksums.
-    let url = format!("{}/{}/Client%20Documents/Tax%20Returns/big.bin", srv.base, M1);
+    let url = format!(
+        "{}/{}/Client%20Documents/Tax%20Returns/big.bin",
+        srv.base, M1
+    );
     let (code, body) = tokio::task::spawn_blocking(move || {
         curl(&[
             "-u",

@@ -34,7 +34,9 @@ async fn revoked_grant_changed_password_and_disabled_login_stop_a_mounted_client
     let r = c.req("PUT", &doc, &a, b"alice's notes").await;
     assert_eq!(r.status, 201, "{}", r.body);
     for _ in 0..5 {
-        let r = c.req("PROPFIND", &format!("/dav/{M1}/"), &depth1, LIST).await;
+        let r = c
+            .req("PROPFIND", &format!("/dav/{M1}/"), &depth1, LIST)
+            .await;
         assert_eq!(r.status, 207);
         let r = c.req("GET", &doc, &a, b"").await;
         assert_eq!(r.status, 200);
@@ -58,7 +60,11 @@ async fn revoked_grant_changed_password_and_disabled_login_stop_a_mounted_client
             .count()
         }
     };
-    assert_eq!(logins(&w, staff.clone()).await, 1, "the login cache was not used");
+    assert_eq!(
+        logins(&w, staff.clone()).await,
+        1,
+        "the login cache was not used"
+    );
 
     // 1. The grant is revoked: the very next request no longer sees the matter.
     w.portal
@@ -71,7 +77,12 @@ async fn revoked_grant_changed_password_and_disabled_login_stop_a_mounted_client
     assert_eq!(r.status, 207);
     assert!(!r.body.contains(M1), "{}", r.body);
     let r = c.req("PUT", &doc, &a, b"after revocation").await;
-    assert!(r.status == 404 || r.status == 409, "{} {}", r.status, r.body);
+    assert!(
+        r.status == 404 || r.status == 409,
+        "{} {}",
+        r.status,
+        r.body
+    );
     // Granted again: back.
     w.portal
         .grant_access(&sys, w.demo.matter, alice_part)
@@ -104,7 +115,12 @@ async fn revoked_grant_changed_password_and_disabled_login_stop_a_mounted_client
     let r = c.req("GET", &doc, &new_auth, b"").await;
     assert_eq!(r.status, 401, "{}", r.body);
     let r = c
-        .req("PROPFIND", &format!("/dav/{M1}/"), &format!("{new_auth}Depth: 1\r\n"), LIST)
+        .req(
+            "PROPFIND",
+            &format!("/dav/{M1}/"),
+            &format!("{new_auth}Depth: 1\r\n"),
+            LIST,
+        )
         .await;
     assert_eq!(r.status, 401);
     w.portal

@@ -494,10 +494,20 @@ fn is_within<T: Tx + ?Sized>(
 pub(crate) type PropsKey = Option<(MatterId, Vec<u8>)>;
 
 /// What `stat` shows of `node`, with the key of its dead properties.
-fn stat_node<T: Tx + ?Sized>(db: &Db<'_, T>, node: Node) -> (Result<(Entry, PropsKey)>, Option<Outcome>) {
+fn stat_node<T: Tx + ?Sized>(
+    db: &Db<'_, T>,
+    node: Node,
+) -> (Result<(Entry, PropsKey)>, Option<Outcome>) {
     let r = match node {
         Node::Root => Ok((
-            dir_entry("", EntryKind::Root, 0, "root".into(), Permissions::NONE, None),
+            dir_entry(
+                "",
+                EntryKind::Root,
+                0,
+                "root".into(),
+                Permissions::NONE,
+                None,
+            ),
             None,
         )),
         Node::Matter(a) => Ok((matter_entry(&a), None)),

@@ -692,7 +692,8 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
     ) -> FsFuture<'a, Vec<(http::StatusCode, DavProp)>> {
         Box::pin(async move {
             let p = path_str(path)?;
-            let reserved = |d: &DavProp| d.namespace.as_deref() == Some(SDX_NS) || is_oc_checksums(d);
+            let reserved =
+                |d: &DavProp| d.namespace.as_deref() == Some(SDX_NS) || is_oc_checksums(d);
             if patch.iter().any(|(_, d)| reserved(d)) {
                 // All or nothing (RFC 4918 §9.2): the reserved ones are forbidden, the rest fail
                 // with them.

@@ -180,7 +180,9 @@ pub fn check_condition_headers(headers: &HeaderMap) -> Result<(), Reject> {
         for v in headers.get_all(name) {
             let s = v.to_str().unwrap_or("");
             if s.split(',').any(bad_etag) {
-                return Err(bad(format!("The {name} header holds a malformed entity tag.")));
+                return Err(bad(format!(
+                    "The {name} header holds a malformed entity tag."
+                )));
             }
         }
     }
@@ -655,14 +657,19 @@ mod tests {
     fn xml_bodies() {
         assert!(check_xml_body(b"").is_ok());
         assert!(check_xml_body(b"<?xml version=\"1.0\"?><D:propfind xmlns:D=\"DAV:\"/>").is_ok());
-        assert!(check_xml_body(b"<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY a \"b\">]><x/>").is_err());
+        assert!(
+            check_xml_body(b"<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY a \"b\">]><x/>").is_err()
+        );
         assert!(check_xml_body(b"<!doctype x><x/>").is_err());
         assert!(check_xml_body(&[0xFF, 0xFE, b'<', 0]).is_err());
         let deep = |n: usize| format!("{}{}", "<a>".repeat(n), "</a>".repeat(n)).into_bytes();
         assert!(check_xml_body(&deep(MAX_XML_DEPTH)).is_ok());
         assert!(check_xml_body(&deep(MAX_XML_DEPTH + 1)).is_err());
         assert!(check_xml_body(&deep(20_000)).is_err());
-        assert_eq!(nesting_depth(b"<a><b/><c x='>'>t</c><!-- <d><d><d> --></a>"), 2);
+        assert_eq!(
+            nesting_depth(b"<a><b/><c x='>'>t</c><!-- <d><d><d> --></a>"),
+            2
+        );
         assert_eq!(nesting_depth(b"<a><![CDATA[<b><b><b>]]></a>"), 1);
         // Unclosed garbage still counts.
         assert_eq!(nesting_depth(b"<a<a<a"), 1);
@@ -684,10 +691,7 @@ mod tests {
             parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
             t(784_111_777)
         );
-        assert_eq!(
-            parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"),
-            t(0)
-        );
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), t(0));
         assert_eq!(
             parse_http_date("Tue, 29 Feb 2028 23:59:59 GMT"),
             t(1_835_481_599)

@@ -41,8 +41,8 @@
 //! finish, then abort whatever is left after [`ServerLimits::shutdown_grace`].
 
 use super::auth::{AuthCache, AuthError, Authenticator, EpochSource, parse_basic};
-use super::quirks::{self, Depth, Reject};
 use super::lock_system::PortalLockSystem;
+use super::quirks::{self, Depth, Reject};
 use crate::locks::LockManager;
 use bytes::{Buf, Bytes};
 use dav_server::body::Body;
@@ -53,12 +53,12 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ServerConfig;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -659,7 +659,7 @@ where
             oc_mtime,
             oc_client,
         );
-        let resp = if is_put {
+        if is_put {
             let resp = self.dispatch(req, who, ctx.clone()).await;
             let mut resp = self.explain(resp, &ctx);
             if oc_mtime.is_some() && resp.status().is_success() {
@@ -690,8 +690,7 @@ where
                 }
                 _ => self.explain(resp, &ctx),
             }
-        };
-        resp
+        }
     }
 
     /// Hands a request to dav-server with the principal's lock system.
@@ -778,13 +777,11 @@ where
             Ok(()) => resp,
             Err(e) => {
                 tracing::info!(error = ?e, "Win32LastModifiedTime not applied");
-                let reason = ctx.refusal().map(|r| r.reason).unwrap_or_else(|| {
-                    "The modification time could not be set.".to_string()
-                });
-                text_response(
-                    status_of_fs_error(e),
-                    format!("{}\n", reason.trim_end()),
-                )
+                let reason = ctx
+                    .refusal()
+                    .map(|r| r.reason)
+                    .unwrap_or_else(|| "The modification time could not be set.".to_string());
+                text_response(status_of_fs_error(e), format!("{}\n", reason.trim_end()))
             }
         }
     }

@@ -59,10 +59,7 @@ impl World {
             .create_matter(&sys, "2026-002", "Other v Else", general)
             .await
             .unwrap();
-        let bob = portal
-            .create_contact(&sys, "Bob Other", BOB)
-            .await
-            .unwrap();
+        let bob = portal.create_contact(&sys, "Bob Other", BOB).await.unwrap();
         portal
             .create_portal_login(&sys, bob, Some(demo::DEMO_PASSWORD))
             .await
@@ -92,13 +89,14 @@ impl World {
 
     /// Starts the WebDAV server for this portal on loopback (plain HTTP).
     pub async fn serve(&self) -> Srv {
-        let server = sdx_portal::webdav::mount::builder(&self.portal, "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap()
-            .bind()
-            .await
-            .unwrap()
-            .spawn();
+        let server =
+            sdx_portal::webdav::mount::builder(&self.portal, "127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap()
+                .bind()
+                .await
+                .unwrap()
+                .spawn();
         let addr = server.local_addr();
         Srv {
             server,
