@@ -50,6 +50,20 @@ fn serve_demo_comes_up_and_the_client_lists_its_matter() {
         )
     });
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    // The demo says where its mail goes, and that those files are plaintext.
+    let outbox = data.join("outbox");
+    assert!(
+        seen.iter().any(|l| l.starts_with("Mail: written to")
+            && l.contains(outbox.to_str().unwrap())
+            && l.contains("plaintext")),
+        "{seen:?}"
+    );
+    let base = url.trim_end_matches("/dav/");
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with(&format!("Invitation links: {base}/invite/"))),
+        "{seen:?}"
+    );
     let out = Command::new("curl")
         .args([
             "-s",

@@ -1238,3 +1238,36 @@ async fn serve_connection<P>(
         );
     }
 }
+
+#[cfg(test)]
+mod destination_tests {
+    use super::*;
+
+    fn refused(dest: &str) -> bool {
+        let req = Request::builder()
+            .method("MOVE")
+            .uri("/dav/a.txt")
+            .header("destination", dest)
+            .body(())
+            .unwrap();
+        check_request(&req).is_err()
+    }
+
+    #[test]
+    fn destinations_outside_the_prefix_are_refused() {
+        assert!(!refused("/dav/a/b.txt"));
+        assert!(!refused("http://localhost:8443/dav/x%20y"));
+        // Found by the webdav fuzz target: dav-server panicked on a Destination that merely
+        // starts with the prefix's letters.
+        for bad in [
+            "/davdata",
+            "/dav/../davx",
+            "/d%61vx/a",
+            "/other/a",
+            "/../dav/a",
+            "https://h/davy",
+        ] {
+            assert!(refused(bad), "{bad} was accepted");
+        }
+    }
+}
