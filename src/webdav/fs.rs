@@ -109,15 +109,18 @@ fn fail<T>(ctx: &DavCtx<Principal>, e: Error) -> FsResult<T> {
         Error::Conflict(_) => Some(Some(StatusCode::CONFLICT)),
         Error::TooLarge(_) => Some(Some(StatusCode::PAYLOAD_TOO_LARGE)),
         Error::LockedOut { .. } => Some(Some(StatusCode::TOO_MANY_REQUESTS)),
-        Error::Io(io) if io.raw_os_error() == Some(28) => {
-            Some(Some(StatusCode::INSUFFICIENT_STORAGE))
-        }
         _ => None,
     };
+    let fe = fs_error(&e);
     if let Some(status) = status {
         ctx.refuse(status, capitalised(&e.to_string()));
+    } else if matches!(fe, FsError::InsufficientStorage) {
+        ctx.refuse(
+            Some(StatusCode::INSUFFICIENT_STORAGE),
+            "The server has no room to store this right now; nothing was changed. Please try again later.",
+        );
     }
-    Err(fs_error(&e))
+    Err(fe)
 }
 
 fn capitalised(s: &str) -> String {
