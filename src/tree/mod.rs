@@ -467,6 +467,68 @@ fn is_within<T: Tx + ?Sized>(
     Ok(false)
 }
 
+/// Where a listed entry's dead properties live (matters and the root have none).
+pub(crate) type PropsAt = Option<(MatterId, Vec<u8>)>;
+
+/// The listing of `node` for principal `p`, each entry with where its dead properties live; the
+/// outcome override records a listing cut short by a missing List permission.
+pub(crate) fn list_node<T: Tx + ?Sized>(
+    db: &Db<'_, T>,
+    p: Principal,
+    node: Node,
+) -> (Result<Vec<(Entry, PropsAt)>>, Option<Outcome>) {
+    match node {
+        Node::Root => (
+            policy::visible_matters(db, p)
+                .map(|v| v.iter().map(|a| (matter_entry(a), None)).collect()),
+            None,
+        ),
+        Node::Matter(a) => (
+            child_folders(db, &a, None).map(|fs| {
+                fs.iter()
+                    .map(|f| {
+                        (
+                            folder_entry(&a, f),
+                            Some(props::folder_props_key(a.matter, f.id)),
+                        )
+                    })
+                    .collect()
+            }),
+            None,
+        ),
+        Node::Folder(a, f) => {
+            let mut out: Vec<(Entry, PropsAt)> = match child_folders(db, &a, Some(&f)) {
+                Ok(fs) => fs
+                    .iter()
+                    .map(|s| {
+                        (
+                            folder_entry(&a, s),
+                            Some(props::folder_props_key(a.matter, s.id)),
+                        )
+                    })
+                    .collect(),
+                Err(e) => return (Err(e), None),
+            };
+            if f.vis == Visibility::Container || !f.perms().contains(Permission::List) {
+                let why = format!("no List permission on {}: documents not shown", f.path);
+                return (Ok(out), Some(Outcome::Denied(why)));
+            }
+            match child_docs(db, a.matter, f.id) {
+                Ok(docs) => out.extend(docs.iter().map(|(d, r)| {
+                    (
+                        doc_entry(&a, &f, *d, r, None),
+                        Some(props::doc_props_key(a.matter, *d)),
+                    )
+                })),
+                Err(e) => return (Err(e), None),
+            }
+            (Ok(out), None)
+        }
+        Node::Document(..) => (Err(Error::Invalid("not a folder".into())), None),
+        Node::Missing(_, _, name) => (Err(Error::NotFound(name)), None),
+    }
+}
+
 impl Tree {
     pub(crate) fn new(portal: Portal, actor: Actor) -> Self {
         Tree { portal, actor }
@@ -648,39 +710,12 @@ impl Tree {
 
     /// Lists a folder. Without List permission a folder lists only its visible sub-folders.
     pub async fn list(&self, path: &str) -> Result<Vec<Entry>> {
-        self.read_op(AuditAction::List, path, |db, p, node| match node {
-            Node::Root => (
-                policy::visible_matters(db, p).map(|v| v.iter().map(matter_entry).collect()),
-                None,
-            ),
-            Node::Matter(a) => (
-                child_folders(db, &a, None)
-                    .map(|fs| fs.iter().map(|f| folder_entry(&a, f)).collect()),
-                None,
-            ),
-            Node::Folder(a, f) => {
-                let mut out: Vec<Entry> = match child_folders(db, &a, Some(&f)) {
-                    Ok(fs) => fs.iter().map(|s| folder_entry(&a, s)).collect(),
-                    Err(e) => return (Err(e), None),
-                };
-                if f.vis == Visibility::Container || !f.perms().contains(Permission::List) {
-                    let why = format!("no List permission on {}: documents not shown", f.path);
-                    return (Ok(out), Some(Outcome::Denied(why)));
-                }
-                match child_docs(db, a.matter, f.id) {
-                    Ok(docs) => {
-                        out.extend(docs.iter().map(|(d, r)| doc_entry(&a, &f, *d, r, None)))
-                    }
-                    Err(e) => return (Err(e), None),
-                }
-                (Ok(out), None)
-            }
-            Node::Document(..) => (Err(Error::Invalid("not a folder".into())), None),
-            Node::Missing(_, _, name) => (Err(Error::NotFound(name)), None),
+        self.read_op(AuditAction::List, path, |db, p, node| {
+            let (r, over) = list_node(db, p, node);
+            (r.map(|v| v.into_iter().map(|(e, _)| e).collect()), over)
         })
         .await
     }
-
     /// Opens a document for reading (streaming, any offset).
     pub async fn open_read(&self, path: &str) -> Result<ReadHandle> {
         let (entry, blob, folder) = self
