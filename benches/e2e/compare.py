@@ -14,6 +14,7 @@ recorded in WORK/pids, which compare.sh's EXIT trap also reads); all files live 
 are removed at the end unless KEEP=1.
 
 Environment (see BENCHMARKS.md): QUICK=1, RUNS=N, TLS=0, ONLY=webdav|sftp, KEEP=1, OUT=FILE.md,
+WORKLOADS="big small list conc" (a subset),
 JSON=FILE.json, SDX=path/to/sdx, SETUP=path/to/bench_setup, SFTP_CIPHERS="c1 c2".
 """
 
@@ -721,14 +722,15 @@ def report(results, servers):
             f"HTTP/1.1 via curl; SFTP via OpenSSH sftp, one group per cipher")
     lines.append(head)
     lines.append("value: median (min-max) over rounds; ratio: sdx speed / peer speed, median of the"
-                 " per-round ratios (>= 1.00x means sdx is at least as fast)")
-    md.append("| protocol | workload | server | median | min–max | sdx ratio | peak RSS MiB | CPU |")
+                 " per-round ratios (>= 1.00x means sdx is at least as fast); RSS: the server's peak"
+                 " during the workload, median (max) over rounds")
+    md.append("| protocol | workload | server | median | min–max | sdx ratio | peak RSS MiB median (max) | CPU |")
     md.append("|---|---|---|---|---|---|---|---|")
     for proto in servers:
         lines.append("")
         lines.append(proto)
         lines.append(f"{'':<7} {'workload':<28} {'server':<8} {'median':>9} "
-                     f"{'(min-max)':>19} {'sdx ratio':>16} {'RSS MiB':>8} {'CPU':>14}")
+                     f"{'(min-max)':>19} {'sdx ratio':>16} {'RSS MiB':>11} {'CPU':>14}")
         for key, label, unit, higher in WORKLOADS:
             runs_by = {s.name: results.get((proto, key, s.name), []) for s in servers[proto]}
             sdx_runs = runs_by.get("sdx", [])
@@ -745,14 +747,15 @@ def report(results, servers):
                         va, vb = metric(key, a), metric(key, b)
                         per.append(va / vb if higher else vb / va)
                     ratio = f"{statistics.median(per):.2f}x ({min(per):.2f}-{max(per):.2f})"
-                rss = max(m["rss_mib"] for m in ms)
+                rss_v = [m["rss_mib"] for m in ms]
+                rss = f"{statistics.median(rss_v):.0f} ({max(rss_v):.0f})"
                 cpus = [cpu_metric(key, m) for m in ms]
                 cpu = f"{statistics.median(c for c, _ in cpus):.2f} {cpus[0][1]}"
                 rng = f"({fmt(min(vals))}-{fmt(max(vals))})"
                 lines.append(f"{'':<7} {label + ' ' + unit:<28} {s.name:<8} {fmt(med):>9} "
-                             f"{rng:>19} {ratio:>16} {rss:>8.0f} {cpu:>14}")
+                             f"{rng:>19} {ratio:>16} {rss:>11} {cpu:>14}")
                 md.append(f"| {proto} | {label} ({unit}) | {s.name} | {fmt(med)} | "
-                          f"{fmt(min(vals))}–{fmt(max(vals))} | {ratio or '—'} | {rss:.0f} | {cpu} |")
+                          f"{fmt(min(vals))}–{fmt(max(vals))} | {ratio or '—'} | {rss} | {cpu} |")
     return "\n".join(lines), "\n".join(md)
 
 
@@ -781,6 +784,9 @@ def main():
         b.make_inputs()
         results = {}
         pairs = [("big_up", "big_down"), ("small_up", "small_down"), ("list",), ("conc_up",)]
+        if os.environ.get("WORKLOADS"):
+            want = os.environ["WORKLOADS"].replace(",", " ").split()
+            pairs = [p for p in pairs if p[0].split("_")[0] in want]
         for r in range(RUNS):
             for group in pairs:
                 for proto, ss in servers.items():

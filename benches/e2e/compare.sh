@@ -8,7 +8,7 @@
 #
 # Environment: RUNS=N rounds; TLS=0 for plain HTTP on every WebDAV server (default: HTTPS on all
 # three, same certificate, TLS 1.3 AES-256-GCM); ONLY=webdav|sftp; SFTP_CIPHER (default
-# aes256-gcm@openssh.com); KEEP=1 keeps the work dir; OUT=table.md and JSON=raw.json save results.
+# aes256-gcm@openssh.com); WORKLOADS=big,small,list,conc (a subset); KEEP=1 keeps the work dir; OUT=table.md and JSON=raw.json save results.
 # Needs: cargo, python3, curl, openssl, apache2 (+ mod_dav_fs, mod_ssl), htpasswd, rclone, sshd,
 # sftp, ssh-keygen. Run as root or as a user who may run sshd/apache2 (see BENCHMARKS.md).
 set -euo pipefail
@@ -23,7 +23,8 @@ done
 echo "building sdx and the provisioning example (release)..." >&2
 cargo build -j2 --release --bin sdx --example bench_setup >&2
 target="${CARGO_TARGET_DIR:-$repo/target}"
-export SDX="$target/release/sdx" SETUP="$target/release/examples/bench_setup"
+# SDX=/path/to/another/sdx compares a different build (e.g. a branch) with the same peers.
+export SDX="${SDX:-$target/release/sdx}" SETUP="${SETUP:-$target/release/examples/bench_setup}"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sdx-e2e.XXXXXX")"
 export WORK
@@ -43,4 +44,4 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-python3 "$here/compare.py"
+python3 -B "$here/compare.py"
