@@ -48,6 +48,9 @@ pub enum AuditAction {
     ReadMessages,
     /// Any staff/admin operation, named.
     Admin(String),
+    /// A portal user's or visitor's account operation, named: invitation links opened or
+    /// accepted, password reset and change, app passwords, lockouts.
+    Account(String),
 }
 
 impl fmt::Display for AuditAction {
@@ -67,6 +70,7 @@ impl fmt::Display for AuditAction {
             AuditAction::PostMessage => "post_message",
             AuditAction::ReadMessages => "read_messages",
             AuditAction::Admin(a) => return write!(f, "admin:{a}"),
+            AuditAction::Account(a) => return write!(f, "account:{a}"),
         };
         f.write_str(s)
     }

@@ -5,9 +5,9 @@
 #![warn(missing_docs)]
 
 pub mod accounts;
-mod accounts_hash;
 pub mod audit;
 pub mod blob;
+pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod error;
@@ -18,6 +18,8 @@ pub mod names;
 pub mod path;
 pub mod policy;
 pub mod portal;
+pub mod provision;
+pub mod server;
 pub mod sftp;
 pub mod store;
 pub mod tls;

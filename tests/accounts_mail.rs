@@ -1,5 +1,5 @@
 //! A real SMTP server (Python aiosmtpd on loopback, started by the test) receives the
-//! invitation sent by `SmtpMailer`.
+//! invitation sent by `SmtpMailer`, and the one a portal sends when staff grant access.
 //!
 //! Needs `python3` with the `aiosmtpd` package (`pip install aiosmtpd`). Without them the
 //! test is skipped with a message, except under `CI=true`, where it fails.
@@ -203,5 +203,84 @@ async fn smtp_server_receives_the_invitation() {
             .as_str()
             .is_some_and(|h| h.contains("b &lt;draft&gt;.docx"))
     );
+    drop(sink);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn granting_access_mails_the_invitation_over_smtp() {
+    use sdx_portal::PortalBuilder;
+    use sdx_portal::model::*;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(sink) = start_sink(dir.path()) else {
+        return;
+    };
+    let mailer = SmtpMailer::new(SmtpConfig {
+        host: "127.0.0.1".into(),
+        port: Some(sink.port),
+        security: SmtpSecurity::None,
+        username: None,
+        password: None,
+        from: "Dewey & Partners <portal@dewey.example>".into(),
+        timeout_secs: 10,
+    })
+    .expect("mailer");
+    let portal = PortalBuilder::memory()
+        .mailer(Arc::new(mailer))
+        .base_url(BaseUrl::parse("https://portal.dewey.example").expect("base"))
+        .firm_name("Dewey & Partners")
+        .open()
+        .await
+        .expect("portal");
+    let firm = Actor::system();
+    let client = portal
+        .create_participant_type(&firm, "Client")
+        .await
+        .expect("ptype");
+    let mt = portal
+        .create_matter_type(&firm, "General", &["Client Documents"])
+        .await
+        .expect("mtype");
+    let m = portal
+        .create_matter(&firm, "2026-077", "Estate of J. Doe", mt)
+        .await
+        .expect("matter");
+    let c = portal
+        .create_contact(&firm, "Alice", "alice@example.com")
+        .await
+        .expect("contact");
+    let p = portal
+        .add_participant(&firm, m, c, client)
+        .await
+        .expect("participant");
+    let g = portal.grant_access(&firm, m, p).await.expect("grant");
+    assert!(g.mailed, "{g:?}");
+
+    let got = wait_for_messages(dir.path(), 1);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let inv = &got[0];
+    assert_eq!(inv["rcpt_tos"], serde_json::json!(["alice@example.com"]));
+    assert_eq!(inv["mail_from"], "portal@dewey.example");
+    assert_eq!(
+        inv["subject"],
+        "Dewey & Partners has invited you to its secure document portal"
+    );
+    let text = inv["text"].as_str().expect("text part");
+    assert!(text.contains("2026-077 Estate of J. Doe"), "{text}");
+    let start = text
+        .find("https://portal.dewey.example/invite/")
+        .expect("link in the text");
+    let token: String = text[start + "https://portal.dewey.example/invite/".len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    // The received link is the live one.
+    let view = portal
+        .open_invitation(&token, None)
+        .await
+        .expect("valid link");
+    assert_eq!(view.email, "alice@example.com");
+    assert_eq!(view.matter.as_deref(), Some("2026-077 Estate of J. Doe"));
     drop(sink);
 }

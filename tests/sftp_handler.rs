@@ -158,3 +158,154 @@ async fn posix_rename_goes_through_the_policy() {
         .unwrap_err();
     assert_eq!(e.status_code, StatusCode::PermissionDenied);
 }
+
+async fn upload(s: &mut PortalSftp, path: &str, data: &[u8]) {
+    let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
+    let h = s
+        .open(90, path.into(), flags, FileAttributes::empty())
+        .await
+        .unwrap()
+        .handle;
+    s.write(91, h.clone(), 0, data.to_vec()).await.unwrap();
+    s.close(92, h).await.unwrap();
+}
+
+async fn content(s: &mut PortalSftp, path: &str) -> Vec<u8> {
+    let h = s
+        .open(93, path.into(), OpenFlags::READ, FileAttributes::empty())
+        .await
+        .unwrap()
+        .handle;
+    let mut out = Vec::new();
+    while let Ok(d) = s.read(94, h.clone(), out.len() as u64, 65536).await {
+        out.extend(d.data);
+    }
+    s.close(95, h).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn open_without_create_needs_an_existing_document_and_append_writes_at_the_end() {
+    let (_p, mut s) = session().await;
+    let tr = format!("{CD}/Tax Returns");
+    // No SSH_FXF_CREAT: a missing document is "no such file", and nothing is created.
+    let e = s
+        .open(
+            1,
+            format!("{tr}/missing.txt"),
+            OpenFlags::READ | OpenFlags::WRITE,
+            FileAttributes::empty(),
+        )
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.status_code, StatusCode::NoSuchFile);
+    assert!(s.stat(2, format!("{tr}/missing.txt")).await.is_err());
+    // An existing one opens read+write without truncation.
+    upload(&mut s, &format!("{tr}/log.txt"), b"0123456789").await;
+    let h = s
+        .open(
+            3,
+            format!("{tr}/log.txt"),
+            OpenFlags::READ | OpenFlags::WRITE,
+            FileAttributes::empty(),
+        )
+        .await
+        .unwrap()
+        .handle;
+    s.write(4, h.clone(), 2, b"ab".to_vec()).await.unwrap();
+    s.close(5, h).await.unwrap();
+    assert_eq!(
+        content(&mut s, &format!("{tr}/log.txt")).await,
+        b"01ab456789"
+    );
+    // SSH_FXF_APPEND: the offset is ignored.
+    let h = s
+        .open(
+            6,
+            format!("{tr}/log.txt"),
+            OpenFlags::WRITE | OpenFlags::APPEND,
+            FileAttributes::empty(),
+        )
+        .await
+        .unwrap()
+        .handle;
+    s.write(7, h.clone(), 0, b"XY".to_vec()).await.unwrap();
+    s.close(8, h).await.unwrap();
+    assert_eq!(
+        content(&mut s, &format!("{tr}/log.txt")).await,
+        b"01ab456789XY"
+    );
+}
+
+#[tokio::test]
+async fn setstat_size_truncates_through_the_policy_and_read_handles_cant_be_truncated() {
+    let (_p, mut s) = session().await;
+    let tr = format!("{CD}/Tax Returns");
+    upload(&mut s, &format!("{tr}/t.txt"), b"hello world").await;
+    let size = |n| {
+        let mut a = FileAttributes::empty();
+        a.size = Some(n);
+        a
+    };
+    s.setstat(1, format!("{tr}/t.txt"), size(5)).await.unwrap();
+    assert_eq!(content(&mut s, &format!("{tr}/t.txt")).await, b"hello");
+    s.setstat(2, format!("{tr}/t.txt"), size(0)).await.unwrap();
+    assert_eq!(
+        s.stat(3, format!("{tr}/t.txt")).await.unwrap().attrs.size,
+        Some(0)
+    );
+    // Missing document: no such file (and nothing created).
+    let e = s
+        .setstat(4, format!("{tr}/none.txt"), size(3))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status_code, StatusCode::NoSuchFile);
+    assert!(s.stat(5, format!("{tr}/none.txt")).await.is_err());
+    // Client Documents: Create but no Update, so no truncation of an existing document.
+    upload(&mut s, &format!("{CD}/keep.txt"), b"keep me").await;
+    let e = s
+        .setstat(6, format!("{CD}/keep.txt"), size(0))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status_code, StatusCode::PermissionDenied);
+    assert_eq!(content(&mut s, &format!("{CD}/keep.txt")).await, b"keep me");
+    // ftruncate on a handle opened for reading.
+    let h = s
+        .open(
+            7,
+            format!("{CD}/keep.txt"),
+            OpenFlags::READ,
+            FileAttributes::empty(),
+        )
+        .await
+        .unwrap()
+        .handle;
+    let e = s.fsetstat(8, h.clone(), size(0)).await.unwrap_err();
+    assert_eq!(e.status_code, StatusCode::PermissionDenied);
+    s.close(9, h).await.unwrap();
+    assert_eq!(content(&mut s, &format!("{CD}/keep.txt")).await, b"keep me");
+}
+
+#[tokio::test]
+async fn remove_is_for_documents_and_rmdir_for_folders() {
+    let (p, mut s) = session().await;
+    let tr = format!("{CD}/Tax Returns");
+    upload(&mut s, &format!("{tr}/doc.txt"), b"doc").await;
+    // rmdir of a document must not trash it.
+    let e = s.rmdir(1, format!("{tr}/doc.txt")).await.unwrap_err();
+    assert_eq!(e.status_code, StatusCode::Failure);
+    assert!(s.stat(2, format!("{tr}/doc.txt")).await.is_ok());
+    // Staff may delete folders, but not through REMOVE (rm), which would take the whole folder.
+    let staff = p
+        .authenticate_password(demo::DEMO_STAFF_EMAIL, demo::DEMO_PASSWORD)
+        .await
+        .unwrap();
+    let mut st = PortalSftp::new(p.tree(Actor::new(staff, Channel::Sftp, None)));
+    let e = st.remove(3, tr.clone()).await.unwrap_err();
+    assert_eq!(e.status_code, StatusCode::Failure);
+    assert!(st.stat(4, format!("{tr}/doc.txt")).await.is_ok());
+    // The document itself is removed with REMOVE.
+    st.remove(5, format!("{tr}/doc.txt")).await.unwrap();
+    assert!(st.stat(6, format!("{tr}/doc.txt")).await.is_err());
+}

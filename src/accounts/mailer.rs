@@ -421,6 +421,30 @@ impl Mailer for SmtpMailer {
     }
 }
 
+/// A mailer that refuses every message with a configuration error: the default of a portal
+/// that is encrypted at rest and has no mailer configured (writing its mails into the data
+/// folder would put client names and matter titles on disk in plaintext).
+#[derive(Debug, Clone)]
+pub struct NoMailer {
+    reason: String,
+}
+
+impl NoMailer {
+    /// A mailer whose every send fails with `reason`.
+    pub fn new(reason: impl Into<String>) -> NoMailer {
+        NoMailer {
+            reason: reason.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl Mailer for NoMailer {
+    async fn send(&self, _msg: Email) -> Result<(), MailError> {
+        Err(MailError::Config(self.reason.clone()))
+    }
+}
+
 /// Keeps sent messages in memory (tests, embedding).
 #[derive(Debug, Default)]
 pub struct MemoryMailer {
@@ -669,6 +693,16 @@ mod tests {
         .unwrap();
         let err = m.send(email("a@example.com", "x")).await.unwrap_err();
         assert!(matches!(err, MailError::Smtp { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn no_mailer_refuses_with_its_reason() {
+        let m = NoMailer::new("configure SMTP");
+        let err = m.send(email("a@example.com", "x")).await.unwrap_err();
+        assert!(
+            matches!(&err, MailError::Config(r) if r == "configure SMTP"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

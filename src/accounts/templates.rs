@@ -49,9 +49,19 @@ fn one_line(s: &str) -> String {
         .collect()
 }
 
+/// The link base URL used when none is configured (the demo server's default address).
+pub const DEFAULT_BASE_URL: &str = "https://localhost:8443";
+
 /// The portal's public base URL (configuration), used to build the links in mails.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BaseUrl(String);
+
+impl Default for BaseUrl {
+    /// [`DEFAULT_BASE_URL`].
+    fn default() -> Self {
+        BaseUrl(DEFAULT_BASE_URL.to_owned())
+    }
+}
 
 impl BaseUrl {
     /// Checks and normalises a base URL: `https://` or `http://`, a host, an optional path, no
@@ -87,6 +97,26 @@ impl BaseUrl {
     /// `<base>/invite/<token>`: the accept page.
     pub fn invite_link(&self, token: &Token) -> String {
         format!("{}/invite/{}", self.0, token.as_str())
+    }
+
+    /// `<base>/dav/`: the WebDAV address people mount.
+    pub fn webdav_url(&self) -> String {
+        format!("{}/dav/", self.0)
+    }
+
+    /// The host part (without port or brackets), e.g. for the SFTP command shown to people.
+    pub fn host(&self) -> &str {
+        let rest = self.0.split_once("://").map_or(self.0.as_str(), |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or_default();
+        if let Some(v6) = authority.strip_prefix('[') {
+            return v6.split(']').next().unwrap_or_default();
+        }
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    }
+
+    /// True for an `https://` URL.
+    pub fn is_https(&self) -> bool {
+        self.0.starts_with("https://")
     }
 
     /// `<base>/reset/<token>`: the password-reset page.
@@ -567,6 +597,17 @@ mod tests {
         assert!(
             b.reset_link(&t)
                 .ends_with(&format!("/reset/{}", t.as_str()))
+        );
+        assert_eq!(b.host(), "portal.dewey.example");
+        assert_eq!(b.webdav_url(), "https://portal.dewey.example:8443/sdx/dav/");
+        assert!(b.is_https());
+        let v6 = BaseUrl::parse("http://[::1]:8080").unwrap();
+        assert_eq!(v6.host(), "::1");
+        assert!(!v6.is_https());
+        assert_eq!(BaseUrl::default().as_str(), DEFAULT_BASE_URL);
+        assert_eq!(
+            BaseUrl::parse(DEFAULT_BASE_URL).unwrap(),
+            BaseUrl::default()
         );
         for bad in [
             "portal.example",

@@ -8,15 +8,21 @@
 //! blocked for `block_secs`.
 //!
 //! Use, for every password attempt:
-//! 1. [`Throttle::check`] *before* verifying: `Err(retry_after)` means refuse at once without
-//!    verifying (answer "locked out, retry after N s").
+//! 1. [`Throttle::begin`] *before* verifying. `Err(refusal)` means don't verify: for a
+//!    [`RefusalKind::Blocked`] key answer "locked out, retry after N s" at once; for a
+//!    [`RefusalKind::Delay`] or [`RefusalKind::Busy`] one, the caller may wait
+//!    `retry_after` and ask again (what [`crate::Portal::authenticate_password_from`] does, so
+//!    a person who mistypes once simply waits half a second longer).
 //! 2. Verify (always, also for unknown logins: see [`super::password::verify_dummy`]).
-//! 3. [`Throttle::record_failure`] or [`Throttle::record_success`].
+//! 3. Settle the returned [`Attempt`]: [`Attempt::failed`] or [`Attempt::succeeded`]. An
+//!    attempt dropped unsettled (storage error, client gone) gives its reservation back.
 //!
-//! A successful `check` reserves the attempt: parallel attempts in flight count against the
-//! remaining budget, so a burst of 50 simultaneous guesses can't slip past a limit of 5. Every
-//! `Ok` from `check` must be followed by one `record_*` call; a reservation never settled
-//! lapses after 30 s.
+//! The older [`Throttle::check`] / [`Throttle::record_failure`] / [`Throttle::record_success`]
+//! calls do the same without the guard, for an address that is always known.
+//!
+//! A successful reservation counts against the remaining budget while in flight, so a burst
+//! of 50 simultaneous guesses can't slip past a limit of 5. A reservation never settled lapses
+//! after 30 s.
 //!
 //! After a block ends the key gets one more attempt before it is blocked again, until it has
 //! gone `forget_after_secs` without a failure or a login succeeds: a patient attacker gets
@@ -43,6 +49,82 @@ use serde::Deserialize;
 
 /// How long an unsettled reservation from [`Throttle::check`] counts as in flight.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A refused key's refusal is reported for auditing at most this often.
+pub const REFUSAL_NOTE_EVERY: Duration = Duration::from_secs(60);
+
+/// Why an attempt may not go ahead now. Ordered by severity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RefusalKind {
+    /// Too many attempts are in flight for the remaining budget: retry shortly.
+    Busy,
+    /// The escalating delay after a failure has not passed yet.
+    Delay,
+    /// The login or address is blocked.
+    Blocked,
+}
+
+/// An attempt refused by [`Throttle::begin`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// Why.
+    pub kind: RefusalKind,
+    /// When another attempt may go ahead.
+    pub retry_after: Duration,
+    /// True for the first refusal of a blocked key in [`REFUSAL_NOTE_EVERY`]: record it in the
+    /// audit trail (the others would only flood it).
+    pub audit: bool,
+}
+
+/// What a failed attempt led to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Failure {
+    /// The wait now imposed before the next attempt, if any.
+    pub wait: Option<Duration>,
+    /// Set if this failure blocked the login: for how long.
+    pub login_blocked: Option<Duration>,
+    /// Set if this failure blocked the source address: for how long.
+    pub address_blocked: Option<Duration>,
+}
+
+/// A reserved password attempt (see [`Throttle::begin`]). Settle it with
+/// [`Attempt::succeeded`] or [`Attempt::failed`]; dropping it unsettled gives the reservation
+/// back without counting anything.
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    throttle: &'a Throttle,
+    login: String,
+    ip: Option<IpAddr>,
+    settled: bool,
+}
+
+impl Attempt<'_> {
+    /// The credentials were right: clears the login's counters.
+    pub fn succeeded(mut self) {
+        self.settled = true;
+        self.throttle
+            .succeed_at(&self.login, self.ip, Instant::now());
+    }
+
+    /// The credentials were wrong (or the login unknown or disabled): counts a failure.
+    pub fn failed(self) -> Failure {
+        self.failed_at(Instant::now())
+    }
+
+    /// [`Attempt::failed`] at a given time (tests).
+    pub fn failed_at(mut self, now: Instant) -> Failure {
+        self.settled = true;
+        self.throttle.fail_at(&self.login, self.ip, now)
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.throttle.release(&self.login, self.ip);
+        }
+    }
+}
 
 /// Thresholds for one kind of key (login name or source address).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -138,6 +220,8 @@ struct Entry {
     last_failure: Option<Instant>,
     blocked_until: Option<Instant>,
     last_seen: Instant,
+    /// When a refusal of this key was last reported for auditing.
+    refusal_noted: Option<Instant>,
 }
 
 impl Entry {
@@ -149,6 +233,7 @@ impl Entry {
             last_failure: None,
             blocked_until: None,
             last_seen: now,
+            refusal_noted: None,
         }
     }
 
@@ -176,18 +261,26 @@ impl Entry {
 
     /// How long to wait before the next attempt, if at all.
     fn retry_after(&self, limits: &Limits, now: Instant) -> Option<Duration> {
+        self.refusal(limits, now).map(|(_, d)| d)
+    }
+
+    /// Why and how long the next attempt must wait, if at all.
+    fn refusal(&self, limits: &Limits, now: Instant) -> Option<(RefusalKind, Duration)> {
         if let Some(until) = self.blocked_until {
-            return Some(until.saturating_duration_since(now));
+            return Some((RefusalKind::Blocked, until.saturating_duration_since(now)));
         }
         if let Some(last) = self.last_failure {
             let free_at = last + limits.delay_after(self.failures);
             if free_at > now {
-                return Some(free_at - now);
+                return Some((RefusalKind::Delay, free_at - now));
             }
         }
         if self.failures.saturating_add(self.in_flight) >= limits.block_after() {
             // Too many attempts in flight for the remaining budget: come back when they settle.
-            return Some(Duration::from_millis(limits.base_delay_ms.max(100)));
+            return Some((
+                RefusalKind::Busy,
+                Duration::from_millis(limits.base_delay_ms.clamp(10, 100)),
+            ));
         }
         None
     }
@@ -260,31 +353,57 @@ impl<K: Hash + Eq + Clone> Table<K> {
         e
     }
 
-    /// Counts a failure for `key`; returns the wait now imposed.
+    /// Counts a failure for `key`; returns the wait now imposed and whether this failure started
+    /// a block.
     fn fail(
         &mut self,
         key: &K,
         max: usize,
         forget_after: Duration,
         now: Instant,
-    ) -> Option<Duration> {
+    ) -> (Option<Duration>, bool) {
         let limits = self.limits.clone();
         let e = self.entry(key, max, forget_after, now);
         e.in_flight = e.in_flight.saturating_sub(1);
         e.failures = e.failures.saturating_add(1);
         e.last_failure = Some(now);
+        let mut newly = false;
         if e.failures >= limits.block_after() && e.blocked_until.is_none() {
             e.blocked_until = Some(now + Duration::from_secs(limits.block_secs));
+            newly = true;
         }
-        e.retry_after(&limits, now)
+        (e.retry_after(&limits, now), newly)
     }
 
-    fn peek_retry(&mut self, key: &K, forget_after: Duration, now: Instant) -> Option<Duration> {
+    /// Gives back an unsettled reservation without counting anything.
+    fn release(&mut self, key: &K) {
+        if let Some(e) = self.map.get_mut(key) {
+            e.in_flight = e.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// The refusal for `key` now, if any; `noted` says whether a blocked refusal should be
+    /// reported (at most once per [`REFUSAL_NOTE_EVERY`] per key).
+    fn peek_refusal(
+        &mut self,
+        key: &K,
+        forget_after: Duration,
+        now: Instant,
+    ) -> Option<(RefusalKind, Duration, bool)> {
         let limits = &self.limits;
         let e = self.map.get_mut(key)?;
         e.refresh(limits, forget_after, now);
         e.last_seen = now;
-        e.retry_after(limits, now)
+        let (kind, wait) = e.refusal(limits, now)?;
+        let mut noted = false;
+        if kind == RefusalKind::Blocked
+            && e.refusal_noted
+                .is_none_or(|t| now.saturating_duration_since(t) >= REFUSAL_NOTE_EVERY)
+        {
+            e.refusal_noted = Some(now);
+            noted = true;
+        }
+        Some((kind, wait, noted))
     }
 }
 
@@ -375,28 +494,90 @@ impl Throttle {
 
     /// [`Throttle::check`] at a given time (tests).
     pub fn check_at(&self, login: &str, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let (lk, ak) = (login_key(login), self.address_key(ip));
+        self.reserve_at(login, Some(ip), now)
+            .map_err(|r| r.retry_after)
+    }
+
+    /// Reserves an attempt for `login` from `ip` (`None`: no address known, e.g. the library
+    /// API; only the login's counters apply). See [`Throttle::begin`] for the guarded form.
+    fn reserve_at(&self, login: &str, ip: Option<IpAddr>, now: Instant) -> Result<(), Refusal> {
+        let lk = login_key(login);
+        let ak = ip.map(|ip| self.address_key(ip));
         let (fa, max) = (self.forget_after(), self.max_entries());
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let wait = [
-            inner.logins.peek_retry(&lk, fa, now),
-            inner.addresses.peek_retry(&ak, fa, now),
-        ]
-        .into_iter()
-        .flatten()
-        .max();
-        if let Some(wait) = wait {
-            return Err(wait);
+        let refusals = [
+            inner.logins.peek_refusal(&lk, fa, now),
+            ak.and_then(|ak| inner.addresses.peek_refusal(&ak, fa, now)),
+        ];
+        let worst = refusals
+            .iter()
+            .flatten()
+            .max_by_key(|(kind, wait, _)| (*kind, *wait))
+            .copied();
+        if let Some((kind, retry_after, _)) = worst {
+            let audit = refusals.iter().flatten().any(|(_, _, noted)| *noted);
+            return Err(Refusal {
+                kind,
+                retry_after,
+                audit,
+            });
         }
-        for e in [
-            inner.logins.entry(&lk, max, fa, now),
-            inner.addresses.entry(&ak, max, fa, now),
-        ] {
+        let e = inner.logins.entry(&lk, max, fa, now);
+        e.in_flight = e.in_flight.saturating_add(1);
+        e.in_flight_at = now;
+        if let Some(ak) = ak {
+            let e = inner.addresses.entry(&ak, max, fa, now);
             e.in_flight = e.in_flight.saturating_add(1);
             e.in_flight_at = now;
         }
         Ok(())
+    }
+
+    /// Starts a password attempt for `login` from `ip` (`None` when no address is known: only
+    /// the login's counters apply). `Err` says why it may not go ahead now and for how long.
+    /// The returned guard must be settled with [`Attempt::succeeded`] or [`Attempt::failed`];
+    /// dropped unsettled (an error, a client that went away) it gives the reservation back
+    /// without counting a failure.
+    pub fn begin(&self, login: &str, ip: Option<IpAddr>) -> Result<Attempt<'_>, Refusal> {
+        self.begin_at(login, ip, Instant::now())
+    }
+
+    /// [`Throttle::begin`] at a given time (tests).
+    pub fn begin_at(
+        &self,
+        login: &str,
+        ip: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<Attempt<'_>, Refusal> {
+        self.reserve_at(login, ip, now)?;
+        Ok(Attempt {
+            throttle: self,
+            login: login.to_owned(),
+            ip,
+            settled: false,
+        })
+    }
+
+    /// If `ip` is blocked (per-address block only, not delays or a login's block), how long for.
+    /// For credentials that can't be guessed (SSH keys): a login's block, caused by someone
+    /// guessing its password, must not lock out its owner's key.
+    pub fn address_blocked(&self, ip: IpAddr) -> Option<Duration> {
+        let ak = self.address_key(ip);
+        let fa = self.forget_after();
+        let now = Instant::now();
+        let mut inner = self.lock();
+        match inner.addresses.peek_refusal(&ak, fa, now) {
+            Some((RefusalKind::Blocked, d, _)) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Forgets everything about `login` (after its owner proved who they are some other way,
+    /// e.g. a password reset through their mailbox).
+    pub fn clear_login(&self, login: &str) {
+        let lk = login_key(login);
+        self.lock().logins.map.remove(&lk);
     }
 
     /// Records a failed attempt (wrong password, unknown login, disabled login…). Returns the
@@ -407,12 +588,24 @@ impl Throttle {
 
     /// [`Throttle::record_failure`] at a given time (tests).
     pub fn record_failure_at(&self, login: &str, ip: IpAddr, now: Instant) -> Option<Duration> {
-        let (lk, ak) = (login_key(login), self.address_key(ip));
+        self.fail_at(login, Some(ip), now).wait
+    }
+
+    fn fail_at(&self, login: &str, ip: Option<IpAddr>, now: Instant) -> Failure {
+        let lk = login_key(login);
+        let ak = ip.map(|ip| self.address_key(ip));
         let (fa, max) = (self.forget_after(), self.max_entries());
         let mut inner = self.lock();
-        let a = inner.logins.fail(&lk, max, fa, now);
-        let b = inner.addresses.fail(&ak, max, fa, now);
-        a.max(b)
+        let (a, a_new) = inner.logins.fail(&lk, max, fa, now);
+        let (b, b_new) = match ak {
+            Some(ak) => inner.addresses.fail(&ak, max, fa, now),
+            None => (None, false),
+        };
+        Failure {
+            wait: a.max(b),
+            login_blocked: a_new.then(|| a.unwrap_or_default()),
+            address_blocked: b_new.then(|| b.unwrap_or_default()),
+        }
     }
 
     /// Records a successful login: clears the login's counters and settles the address's
@@ -423,15 +616,32 @@ impl Throttle {
 
     /// [`Throttle::record_success`] at a given time (tests).
     pub fn record_success_at(&self, login: &str, ip: IpAddr, now: Instant) {
-        let (lk, ak) = (login_key(login), self.address_key(ip));
+        self.succeed_at(login, Some(ip), now);
+    }
+
+    fn succeed_at(&self, login: &str, ip: Option<IpAddr>, now: Instant) {
+        let lk = login_key(login);
         let fa = self.forget_after();
         let mut inner = self.lock();
         inner.logins.map.remove(&lk);
-        let limits = inner.addresses.limits.clone();
-        if let Some(e) = inner.addresses.map.get_mut(&ak) {
-            e.refresh(&limits, fa, now);
-            e.in_flight = e.in_flight.saturating_sub(1);
-            e.last_seen = now;
+        if let Some(ip) = ip {
+            let ak = self.address_key(ip);
+            let limits = inner.addresses.limits.clone();
+            if let Some(e) = inner.addresses.map.get_mut(&ak) {
+                e.refresh(&limits, fa, now);
+                e.in_flight = e.in_flight.saturating_sub(1);
+                e.last_seen = now;
+            }
+        }
+    }
+
+    fn release(&self, login: &str, ip: Option<IpAddr>) {
+        let lk = login_key(login);
+        let mut inner = self.lock();
+        inner.logins.release(&lk);
+        if let Some(ip) = ip {
+            let ak = self.address_key(ip);
+            inner.addresses.release(&ak);
         }
     }
 
@@ -674,6 +884,89 @@ mod tests {
         }
         // alice is still blocked (10 s of spraying < 15 min).
         assert!(t.check_at("alice", IP2, now).is_err());
+    }
+
+    #[test]
+    fn guarded_attempts_kinds_and_release() {
+        let t = Throttle::new(ThrottleConfig::default());
+        let t0 = Instant::now();
+        // Dropped unsettled: nothing counted, the reservation is given back.
+        for _ in 0..20 {
+            let a = t.begin_at("alice", Some(IP), t0).expect("free");
+            drop(a);
+        }
+        assert!(t.begin_at("alice", Some(IP), t0).is_ok());
+        // A failure brings a delay refusal, not a block.
+        let f = t.begin_at("alice", Some(IP), t0).unwrap().failed_at(t0);
+        assert_eq!(f.wait, Some(ms(500)));
+        assert_eq!(f.login_blocked, None);
+        let r = t.begin_at("alice", Some(IP), t0 + ms(100)).unwrap_err();
+        assert_eq!(r.kind, RefusalKind::Delay);
+        assert_eq!(r.retry_after, ms(400));
+        assert!(!r.audit, "delays are not audited");
+        // Busy: five in flight at once.
+        let held: Vec<_> = (0..4)
+            .map(|_| t.begin_at("bob", Some(IP2), t0).unwrap())
+            .collect();
+        let fifth = t.begin_at("bob", Some(IP2), t0).unwrap();
+        let r = t.begin_at("bob", Some(IP2), t0).unwrap_err();
+        assert_eq!(r.kind, RefusalKind::Busy);
+        drop(held);
+        fifth.succeeded();
+        assert!(t.begin_at("bob", Some(IP2), t0).is_ok());
+    }
+
+    #[test]
+    fn block_is_reported_once_per_window_and_without_address() {
+        let t = Throttle::new(ThrottleConfig::default());
+        let mut now = Instant::now();
+        let mut last = Failure::default();
+        for _ in 0..5 {
+            last = t
+                .begin_at("carol", None, now)
+                .expect("not yet blocked")
+                .failed_at(now);
+            now += last.wait.unwrap_or_default().min(ms(8000));
+        }
+        assert_eq!(last.login_blocked, Some(Duration::from_secs(900)));
+        assert_eq!(last.address_blocked, None);
+        let r = t.begin_at("carol", None, now).unwrap_err();
+        assert_eq!(r.kind, RefusalKind::Blocked);
+        assert!(r.audit, "first refusal of a block is audited");
+        let r = t.begin_at("carol", Some(IP), now + ms(10)).unwrap_err();
+        assert!(!r.audit, "not again within the window");
+        let r = t
+            .begin_at("carol", None, now + REFUSAL_NOTE_EVERY + ms(10))
+            .unwrap_err();
+        assert!(r.audit);
+        // No address was involved: the address table stays empty.
+        assert_eq!(t.len().1, 0);
+        // A login block does not block the address (SSH keys still work from there).
+        assert_eq!(t.address_blocked(IP), None);
+        t.clear_login("CAROL");
+        assert!(t.begin_at("carol", None, now).is_ok());
+    }
+
+    #[test]
+    fn address_block_is_visible_to_key_logins() {
+        let cfg = ThrottleConfig {
+            per_address: Limits {
+                free_failures: 0,
+                base_delay_ms: 1,
+                max_delay_ms: 1,
+                block_after: 2,
+                block_secs: 60,
+            },
+            ..Default::default()
+        };
+        let t = Throttle::new(cfg);
+        let f1 = t.begin("u1", Some(IP)).unwrap().failed();
+        assert_eq!(f1.address_blocked, None);
+        std::thread::sleep(ms(5));
+        let f2 = t.begin("u2", Some(IP)).unwrap().failed();
+        assert_eq!(f2.address_blocked, Some(Duration::from_secs(60)));
+        assert!(t.address_blocked(IP).is_some());
+        assert!(t.address_blocked(IP2).is_none());
     }
 
     #[test]

@@ -1,53 +1,236 @@
-//! `sdx`: the sdx-portal server and admin command.
-use clap::{Parser, Subcommand};
-use sdx_portal::{Portal, PortalBuilder, demo, model::Actor};
+//! `sdx`: the sdx-portal server and admin command. A thin layer over the library: argument
+//! parsing, logging, printing; the work is in `sdx_portal::server`, `config` and `provision`.
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sdx_portal::config::{KeySource, LogFormat, ServerConfig};
+use sdx_portal::server::admin::{AdminCtx, AdminRequest, ExportFormat, Frame};
+use sdx_portal::server::{self, Failure, SOCKET_NAME, socket};
+use sdx_portal::{Portal, demo, model::Actor};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "sdx", version, about = "Secure document exchange portal")]
+#[command(
+    name = "sdx",
+    version,
+    about = "Secure document exchange portal: server and admin commands",
+    after_help = "Admin commands reach a running `sdx serve` through DATA/admin.sock; with no server running they open the data dir themselves."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+/// Options every command that works on a data dir takes.
+#[derive(Args, Clone, Debug, Default)]
+struct DataArgs {
+    /// Data directory (default: `data` in the config file).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Configuration file (TOML): listen addresses, TLS, key provider, mail, limits, logging.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the portal's WebDAV and SFTP front ends. With --demo, create (or reuse) a demo portal first.
-    Serve {
-        /// Create or reuse the demo portal in the data dir (default ./sdx-demo).
-        #[arg(long)]
-        demo: bool,
-        /// Data directory.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// WebDAV listen address.
-        #[arg(long, default_value = "127.0.0.1:8443")]
-        webdav: SocketAddr,
-        /// SFTP listen address (host key kept in DATA/ssh_host_ed25519_key).
-        #[arg(long, default_value = "127.0.0.1:2222")]
-        sftp: SocketAddr,
-        /// TLS certificate (PEM). Without --tls-cert/--tls-key a self-signed one is made in the data dir.
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// TLS private key (PEM).
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        /// Serve plain HTTP (refused unless the address is loopback).
-        #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
-        insecure_http: bool,
+    /// Create a data dir: master key (0600), SSH host key, self-signed certificate, database.
+    Init {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Host name or address for the self-signed certificate (repeatable; default localhost
+        /// and 127.0.0.1).
+        #[arg(long = "hostname", value_name = "NAME")]
+        hostnames: Vec<String>,
     },
-    /// Check the audit trail's hash chain; exits non-zero if it is broken.
-    AuditVerify {
-        /// Data directory.
+    /// Run the portal's WebDAV and SFTP front ends until SIGINT/SIGTERM. With --demo, create (or
+    /// reuse) a demo portal first.
+    Serve(ServeArgs),
+    /// Apply a declarative portal file: create and change exactly what differs, report it.
+    Apply {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The portal file (TOML; see examples/portal.toml).
+        file: PathBuf,
+        /// Only report what would change.
         #[arg(long)]
-        data: PathBuf,
+        dry_run: bool,
+    },
+    /// Grant a contact portal access to a matter (adding them as a participant of --type first
+    /// if needed).
+    Grant(GrantArgs),
+    /// Revoke a contact's portal access to a matter.
+    Revoke(GrantArgs),
+    /// Matters: list, close, reopen.
+    Matter {
+        #[command(subcommand)]
+        cmd: MatterCmd,
+    },
+    /// Logins: list.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+    /// The audit trail: export, verify.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+    /// The master key: rotate.
+    Key {
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
+    /// Write a consistent copy of the data dir (works while the server runs). The master key is
+    /// not copied.
+    Backup {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Target directory (new, or empty).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Say whether a server is running on the data dir.
+    Status {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Same as `sdx audit verify` (kept for scripts).
+    #[command(hide = true)]
+    AuditVerify {
+        #[command(flatten)]
+        data: DataArgs,
     },
 }
 
-/// Prints a line to stdout, ignoring a closed pipe (output is informational; a reader going away
-/// must not take the server down).
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Create or reuse the demo portal in the data dir (default ./sdx-demo).
+    #[arg(long)]
+    demo: bool,
+    /// WebDAV listen address (default 127.0.0.1:8443).
+    #[arg(long, value_name = "ADDR")]
+    webdav: Option<SocketAddr>,
+    /// SFTP listen address (default 127.0.0.1:2222).
+    #[arg(long, value_name = "ADDR")]
+    sftp: Option<SocketAddr>,
+    /// Don't run the SFTP front end.
+    #[arg(long, conflicts_with = "sftp")]
+    no_sftp: bool,
+    /// TLS certificate chain (PEM). Without one, a self-signed pair is made in the data dir.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP (refused unless the address is loopback).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    insecure_http: bool,
+}
+
+#[derive(Args)]
+struct GrantArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Matter number.
+    #[arg(long)]
+    matter: String,
+    /// The contact's email.
+    #[arg(long)]
+    contact: String,
+    /// Participant type (e.g. Client).
+    #[arg(long = "type", value_name = "TYPE")]
+    participant_type: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum MatterCmd {
+    /// List matters with status, type and how many participants have portal access.
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+        /// JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a matter (refused while anyone has portal access: revoke first).
+    Close {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Matter number.
+        number: String,
+    },
+    /// Reopen a closed matter.
+    Reopen {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Matter number.
+        number: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// List staff and portal logins.
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+        /// JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Export audit entries, oldest first, to stdout.
+    Export {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Output format.
+        #[arg(long, value_enum)]
+        format: Format,
+        /// Only this matter (number).
+        #[arg(long)]
+        matter: Option<String>,
+        /// Only this login's actions (email).
+        #[arg(long)]
+        user: Option<String>,
+        /// Only entries since: YYYY-MM-DD, YYYY-MM-DDTHH:MM or YYYY-MM-DDTHH:MM:SS (UTC), or a
+        /// duration back from now (7d, 12h, 30m).
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Check the audit trail's hash chain; exits non-zero if it is broken.
+    Verify {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Re-wrap every key under a new master key. With a key file, the file is replaced; with
+    /// --new-key, the new key goes there.
+    Rotate {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Write the new key to this file (mode 0600) instead of replacing the key file.
+        #[arg(long, value_name = "FILE")]
+        new_key: Option<PathBuf>,
+    },
+}
+
+/// Prints a line to stdout, ignoring a closed pipe (a reader going away must not take the
+/// server down).
 macro_rules! say {
     ($($t:tt)*) => {{
         use std::io::Write;
@@ -55,176 +238,159 @@ macro_rules! say {
     }};
 }
 
-/// Opens the portal in `dir`, encrypted under the master key in `dir/master.key`. With `create`, a
-/// new data dir gets a fresh key file (mode 0600).
-async fn open_portal(dir: &Path, create: bool) -> Result<Portal, String> {
-    let key = dir.join("master.key");
-    if !key.exists() {
-        if create && !dir.join("portal.redb").exists() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("can't create {}: {e}", dir.display()))?;
-            sdx_portal::crypto::KeyFile::create(&key).map_err(err)?;
-        } else {
-            return Err(format!(
-                "no master key at {}: restore it from your backup (without it the data can't be read)",
-                key.display()
-            ));
-        }
+fn print_frame(f: Frame) {
+    match f {
+        Frame::Out(l) => say!("{l}"),
+        Frame::Err(l) => eprintln!("{l}"),
     }
-    PortalBuilder::new(dir)
-        .key_provider(std::sync::Arc::new(sdx_portal::crypto::KeyFile::new(key)))
-        .open()
-        .await
-        .map_err(err)
 }
 
-fn err<E: std::fmt::Display>(e: E) -> String {
-    e.to_string()
+fn load_config(d: &DataArgs) -> Result<ServerConfig, Failure> {
+    match &d.config {
+        Some(f) => Ok(ServerConfig::load(f)?),
+        None => Ok(ServerConfig::default()),
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve(
-    demo_mode: bool,
-    data: Option<PathBuf>,
-    webdav: SocketAddr,
-    sftp: SocketAddr,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    insecure_http: bool,
-) -> Result<(), String> {
-    // Install the signal handlers first, so a SIGTERM during start-up is a clean stop too.
-    let stop = Stopper::install()?;
-    let dir = match (data, demo_mode) {
+fn data_dir(d: &DataArgs, cfg: &ServerConfig) -> Result<PathBuf, Failure> {
+    d.data
+        .clone()
+        .or_else(|| cfg.data.clone())
+        .ok_or_else(|| Failure::new("give the data dir with --data DIR (or `data` in --config)"))
+}
+
+/// Runs an admin request on the server serving `data`, or on the data dir itself if none does.
+async fn admin(d: &DataArgs, req: AdminRequest) -> Result<(), Failure> {
+    let cfg = load_config(d)?;
+    let data = data_dir(d, &cfg)?;
+    if let Some(stream) = socket::connect(&data.join(SOCKET_NAME)).await? {
+        return socket::call(stream, &req, print_frame).await;
+    }
+    if matches!(req, AdminRequest::Ping) {
+        return Err(Failure(format!(
+            "no server is running on {}",
+            data.display()
+        )));
+    }
+    let opened = server::open_data_dir(&data, &cfg.key, cfg.limits.cache_mib << 20).await?;
+    let ctx = AdminCtx::new(opened, false);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    let printer = tokio::spawn(async move {
+        while let Some(f) = rx.recv().await {
+            print_frame(f);
+        }
+    });
+    let r = server::admin::execute(&ctx, req, &tx).await;
+    drop(tx);
+    let _ = printer.await;
+    r
+}
+
+async fn serve(a: ServeArgs, mut cfg: ServerConfig, stop: Stopper) -> Result<(), Failure> {
+    let data = match (a.data.data.clone().or_else(|| cfg.data.clone()), a.demo) {
         (Some(d), _) => d,
         (None, true) => PathBuf::from("sdx-demo"),
         (None, false) => {
-            return Err("give --data DIR (or --demo for a demo portal in ./sdx-demo)".into());
+            return Err(Failure::new(
+                "give --data DIR (or --demo for a demo portal in ./sdx-demo)",
+            ));
         }
     };
-    let portal = open_portal(&dir, demo_mode).await?;
-    if demo_mode {
-        demo::provision(&portal).await.map_err(err)?;
-        print_demo(&portal, &dir).await?;
+    if let Some(w) = a.webdav {
+        cfg.webdav.listen = w;
     }
-    let tls = if insecure_http {
-        None
-    } else {
-        let (cert, key) = match (tls_cert, tls_key) {
-            (Some(c), Some(k)) => (c, k),
-            _ => sdx_portal::tls::generate_self_signed(
-                &dir,
-                &["localhost".to_string(), "127.0.0.1".to_string()],
-            )
-            .map_err(err)?,
-        };
-        Some(sdx_portal::tls::load_server_config(&cert, &key).map_err(err)?)
-    };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let server = sdx_portal::webdav::mount::builder(&portal, webdav)
-        .await
-        .map_err(err)?
-        .tls(tls)
-        .bind()
-        .await
-        .map_err(err)?
-        .spawn();
-    let url = format!("{scheme}://{}/dav/", server.local_addr());
+    if let Some(s) = a.sftp {
+        cfg.sftp.listen = s;
+    }
+    if a.no_sftp {
+        cfg.sftp.enabled = false;
+    }
+    if let (Some(c), Some(k)) = (a.tls_cert, a.tls_key) {
+        cfg.webdav.tls = Some((c, k));
+        cfg.webdav.insecure_http = false;
+    }
+    if a.insecure_http {
+        if !cfg.webdav.listen.ip().is_loopback() {
+            return Err(Failure(format!(
+                "--insecure-http is allowed only on a loopback address, not {}: use TLS (--tls-cert/--tls-key) instead",
+                cfg.webdav.listen
+            )));
+        }
+        cfg.webdav.insecure_http = true;
+        cfg.webdav.tls = None;
+    }
+    if a.demo
+        && let Some(kf) = cfg.key.file_in(&data)
+        && !kf.exists()
+        && !data.join(server::DB_NAME).exists()
+    {
+        server::init(
+            &data,
+            &ServerConfig {
+                key: KeySource::File(Some(kf)),
+                ..cfg.clone()
+            },
+        )
+        .await?;
+    }
+    let opened = server::open_data_dir(&data, &cfg.key, cfg.limits.cache_mib << 20).await?;
+    if a.demo {
+        demo::provision(&opened.portal).await?;
+        print_demo(&opened.portal, &data).await?;
+    }
+    let running = server::run::start(opened, &cfg).await?;
+    let url = &running.webdav_url;
     say!("WebDAV: {url}");
+    let (user, pass) = if a.demo {
+        (demo::DEMO_CLIENT_EMAIL, demo::DEMO_PASSWORD)
+    } else {
+        ("EMAIL", "PASSWORD")
+    };
+    let k = if url.starts_with("https") { "-k " } else { "" };
+    say!("  try:   curl {k}-u '{user}:{pass}' -X PROPFIND -H 'Depth: 1' {url}");
     say!(
-        "  try:   curl -k -u '{}:{}' -X PROPFIND -H 'Depth: 1' {url}",
-        demo::DEMO_CLIENT_EMAIL,
-        demo::DEMO_PASSWORD
+        "  mount: rclone lsd :webdav: --webdav-url {url} --webdav-user {user} --webdav-pass $(rclone obscure '{pass}') --no-check-certificate"
     );
-    say!(
-        "  mount: rclone lsd :webdav: --webdav-url {url} --webdav-user {} --webdav-pass $(rclone obscure '{}') --no-check-certificate",
-        demo::DEMO_CLIENT_EMAIL,
-        demo::DEMO_PASSWORD
-    );
-    let host_key = sdx_portal::sftp::HostKey::load_or_generate(dir.join("ssh_host_ed25519_key"))
-        .await
-        .map_err(err)?;
-    let sftp_server = sdx_portal::sftp::mount::builder(&portal, host_key, sftp)
-        .start()
-        .await
-        .map_err(|e| format!("can't start SFTP on {sftp}: {e}"))?;
-    let sftp_addr = sftp_server.local_addr();
-    say!("SFTP: sftp://{sftp_addr}");
-    say!("  host key fingerprint: {}", sftp_server.fingerprint());
-    say!(
-        "  try:   sftp -P {} '{}'@{}",
-        sftp_addr.port(),
-        demo::DEMO_CLIENT_EMAIL,
-        sftp_addr.ip()
-    );
+    if let Some((addr, fingerprint)) = &running.sftp {
+        say!("SFTP: sftp://{addr}");
+        say!("  host key fingerprint: {fingerprint}");
+        say!("  try:   sftp -P {} '{user}'@{}", addr.port(), addr.ip());
+    }
+    say!("Admin socket: {}", running.socket.display());
     say!("Press Ctrl-C to stop.");
     stop.wait().await;
+    tracing::info!("stopping: finishing requests in flight");
     eprintln!("stopping: finishing requests in flight");
-    sftp_server.shutdown();
-    let (w, s) = tokio::join!(server.shutdown(), sftp_server.wait());
-    w.map_err(err)?;
-    s.map_err(err)?;
-    Ok(())
+    running.shutdown().await
 }
 
 /// SIGINT/SIGTERM, installed before anything else starts.
 struct Stopper {
-    #[cfg(unix)]
     term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
 }
 
 impl Stopper {
-    fn install() -> Result<Self, String> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let term = signal(SignalKind::terminate())
-                .map_err(|e| format!("can't install the SIGTERM handler: {e}"))?;
-            Ok(Stopper { term })
-        }
-        #[cfg(not(unix))]
-        Ok(Stopper {})
+    fn install() -> Result<Self, Failure> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |k: SignalKind, name: &str| {
+            signal(k).map_err(|e| Failure(format!("can't install the {name} handler: {e}")))
+        };
+        Ok(Stopper {
+            term: install(SignalKind::terminate(), "SIGTERM")?,
+            int: install(SignalKind::interrupt(), "SIGINT")?,
+        })
     }
 
     async fn wait(mut self) {
-        #[cfg(unix)]
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = self.int.recv() => {}
             _ = self.term.recv() => {}
         }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
-    match cli.cmd {
-        Cmd::Serve {
-            demo,
-            data,
-            webdav,
-            sftp,
-            tls_cert,
-            tls_key,
-            insecure_http,
-        } => serve(demo, data, webdav, sftp, tls_cert, tls_key, insecure_http).await,
-        Cmd::AuditVerify { data } => {
-            let portal = open_portal(&data, false).await?;
-            let r = portal.audit_verify(&Actor::system()).await.map_err(err)?;
-            match r.problem {
-                None => {
-                    say!("audit trail intact: {} entries", r.entries);
-                    Ok(())
-                }
-                Some(p) => Err(format!(
-                    "audit trail broken after {} good entries: {p}",
-                    r.entries
-                )),
-            }
-        }
-    }
-}
-
-async fn print_demo(portal: &Portal, dir: &Path) -> Result<(), String> {
+async fn print_demo(portal: &Portal, dir: &Path) -> Result<(), Failure> {
     say!("Demo portal in {}", dir.display());
     say!(
         "  staff login:  {} / {}",
@@ -238,19 +404,14 @@ async fn print_demo(portal: &Portal, dir: &Path) -> Result<(), String> {
     );
     let who = portal
         .authenticate_password(demo::DEMO_CLIENT_EMAIL, demo::DEMO_PASSWORD)
-        .await
-        .map_err(err)?;
+        .await?;
     let tree = portal.tree(Actor::api(who));
     say!("What the client sees:");
-    for m in tree.list("/").await.map_err(err)? {
+    for m in tree.list("/").await? {
         say!("  /{}", m.name);
-        for f in tree.list(&format!("/{}", m.name)).await.map_err(err)? {
+        for f in tree.list(&format!("/{}", m.name)).await? {
             say!("    /{}/{}  [{}]", m.name, f.name, f.perms);
-            for s in tree
-                .list(&format!("/{}/{}", m.name, f.name))
-                .await
-                .map_err(err)?
-            {
+            for s in tree.list(&format!("/{}/{}", m.name, f.name)).await? {
                 say!("      /{}/{}/{}  [{}]", m.name, f.name, s.name, s.perms);
             }
         }
@@ -258,15 +419,227 @@ async fn print_demo(portal: &Portal, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+fn absolute(p: &Path) -> Result<PathBuf, Failure> {
+    std::path::absolute(p).map_err(|e| Failure(format!("{}: {e}", p.display())))
+}
+
+fn since_millis(s: Option<String>) -> Result<Option<u64>, Failure> {
+    s.map(|s| server::parse_time(&s, sdx_portal::model::now_millis()))
+        .transpose()
+}
+
+fn read_portal_file(path: &Path) -> Result<String, Failure> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let f = std::fs::File::open(path)
+        .map_err(|e| Failure(format!("{}: can't read it: {e}", path.display())))?;
+    let mode = f.metadata().map(|m| m.permissions().mode()).unwrap_or(0);
+    let limit = sdx_portal::provision::file::MAX_FILE_BYTES as u64;
+    let mut buf = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Failure(format!("{}: can't read it: {e}", path.display())))?;
+    if buf.len() as u64 > limit {
+        return Err(Failure(format!(
+            "{}: larger than {} MiB",
+            path.display(),
+            limit >> 20
+        )));
+    }
+    let text = String::from_utf8(buf)
+        .map_err(|_| Failure(format!("{}: not UTF-8 text", path.display())))?;
+    if mode & 0o077 != 0 && (text.contains("password =") || text.contains("password=")) {
+        eprintln!(
+            "warning: {} holds passwords and others can read it (mode {:o}): chmod 600 it, or use password_hash",
+            path.display(),
+            mode & 0o777
+        );
+    }
+    Ok(text)
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.cmd {
+        Cmd::Init { data, hostnames } => {
+            let mut cfg = load_config(&data)?;
+            if !hostnames.is_empty() {
+                cfg.webdav.hostnames = hostnames;
+            }
+            let dir = data_dir(&data, &cfg)?;
+            for line in server::init(&dir, &cfg).await? {
+                say!("{line}");
+            }
+            say!(
+                "next: sdx apply --data {0} portal.toml   (see examples/portal.toml), then sdx serve --data {0}",
+                dir.display()
+            );
+            Ok(())
+        }
+        Cmd::Serve(a) => {
+            // Signal handlers first, so a SIGTERM during start-up is a clean stop too.
+            let stop = Stopper::install()?;
+            let cfg = load_config(&a.data)?;
+            serve(a, cfg, stop).await
+        }
+        Cmd::Apply {
+            data,
+            file,
+            dry_run,
+        } => {
+            let text = read_portal_file(&file)?;
+            let name = file.display().to_string();
+            admin(
+                &data,
+                AdminRequest::Apply {
+                    name,
+                    text,
+                    dry_run,
+                },
+            )
+            .await
+        }
+        Cmd::Grant(g) => {
+            admin(
+                &g.data,
+                AdminRequest::Grant {
+                    matter: g.matter,
+                    contact: g.contact,
+                    participant_type: g.participant_type,
+                },
+            )
+            .await
+        }
+        Cmd::Revoke(g) => {
+            admin(
+                &g.data,
+                AdminRequest::Revoke {
+                    matter: g.matter,
+                    contact: g.contact,
+                    participant_type: g.participant_type,
+                },
+            )
+            .await
+        }
+        Cmd::Matter { cmd } => match cmd {
+            MatterCmd::List { data, json } => {
+                admin(&data, AdminRequest::ListMatters { json }).await
+            }
+            MatterCmd::Close { data, number } => {
+                admin(&data, AdminRequest::CloseMatter { matter: number }).await
+            }
+            MatterCmd::Reopen { data, number } => {
+                admin(&data, AdminRequest::ReopenMatter { matter: number }).await
+            }
+        },
+        Cmd::User {
+            cmd: UserCmd::List { data, json },
+        } => admin(&data, AdminRequest::ListUsers { json }).await,
+        Cmd::Audit { cmd } => match cmd {
+            AuditCmd::Export {
+                data,
+                format,
+                matter,
+                user,
+                since,
+            } => {
+                let format = match format {
+                    Format::Jsonl => ExportFormat::Jsonl,
+                    Format::Csv => ExportFormat::Csv,
+                };
+                let since = since_millis(since)?;
+                admin(
+                    &data,
+                    AdminRequest::AuditExport {
+                        format,
+                        matter,
+                        user,
+                        since,
+                    },
+                )
+                .await
+            }
+            AuditCmd::Verify { data } => admin(&data, AdminRequest::AuditVerify).await,
+        },
+        Cmd::AuditVerify { data } => admin(&data, AdminRequest::AuditVerify).await,
+        // Paths travel to the server, which may run in another directory: make them absolute.
+        Cmd::Key {
+            cmd: KeyCmd::Rotate { data, new_key },
+        } => {
+            let new_key = new_key.map(|p| absolute(&p)).transpose()?;
+            admin(&data, AdminRequest::KeyRotate { new_key }).await
+        }
+        Cmd::Backup { data, out } => {
+            let out = absolute(&out)?;
+            admin(&data, AdminRequest::Backup { out }).await
+        }
+        Cmd::Status { data } => admin(&data, AdminRequest::Ping).await,
+    }
+}
+
+/// The `--config` of whichever command was given (for logging settings).
+fn config_arg(cmd: &Cmd) -> Option<&Path> {
+    let d = match cmd {
+        Cmd::Init { data, .. }
+        | Cmd::Apply { data, .. }
+        | Cmd::Backup { data, .. }
+        | Cmd::Status { data }
+        | Cmd::AuditVerify { data } => data,
+        Cmd::Serve(a) => &a.data,
+        Cmd::Grant(g) | Cmd::Revoke(g) => &g.data,
+        Cmd::Matter { cmd } => match cmd {
+            MatterCmd::List { data, .. }
+            | MatterCmd::Close { data, .. }
+            | MatterCmd::Reopen { data, .. } => data,
+        },
+        Cmd::User {
+            cmd: UserCmd::List { data, .. },
+        } => data,
+        Cmd::Audit { cmd } => match cmd {
+            AuditCmd::Export { data, .. } | AuditCmd::Verify { data } => data,
+        },
+        Cmd::Key {
+            cmd: KeyCmd::Rotate { data, .. },
+        } => data,
+    };
+    d.config.as_deref()
+}
+
+fn init_logging(cli: &Cli) -> Result<(), Failure> {
+    use tracing_subscriber::EnvFilter;
+    // A config file's [log] applies; otherwise the server logs at info, admin commands at warn.
+    let (level, format) = match config_arg(&cli.cmd) {
+        Some(f) => {
+            let c = ServerConfig::load(f)?;
+            (c.log.level, c.log.format)
+        }
+        None => match &cli.cmd {
+            Cmd::Serve(a) if !a.demo => ("info".to_string(), LogFormat::Text),
+            _ => ("warn".to_string(), LogFormat::Text),
+        },
+    };
+    let filter = match EnvFilter::try_from_env("SDX_LOG") {
+        Ok(f) => f,
+        Err(_) => EnvFilter::try_new(&level)
+            .map_err(|e| Failure(format!("log level \"{level}\" is not valid: {e}")))?,
+    };
+    use std::io::IsTerminal;
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => b.json().try_init(),
+        LogFormat::Text => b.try_init(),
+    };
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SDX_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    if let Err(e) = init_logging(&cli) {
+        eprintln!("sdx: {e}");
+        return ExitCode::FAILURE;
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -274,7 +647,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let result = rt.block_on(run(cli));
+    // Don't wait for idle blocking threads (e.g. a stdin reader) on the way out.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sdx: {e}");

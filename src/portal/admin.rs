@@ -9,15 +9,15 @@ use crate::names;
 use crate::policy;
 use crate::store::records::*;
 use crate::store::tables::{
-    self, CONTACTS, FOLDERS, INVITATIONS, Key, LINKS, LOGINS, MATTERS, MTYPES, NAMES, PARTICIPANTS,
-    PTYPES, link_kind, name_kind,
+    self, CONTACTS, FOLDERS, Key, LINKS, LOGINS, MATTERS, MTYPES, NAMES, PARTICIPANTS, PTYPES,
+    link_kind, name_kind,
 };
 use crate::store::{Db, Tx, WriteCtx};
 use crate::tree::resolve::{folder_name_key, matter_display_key};
 use crate::{Error, Result};
 use serde::Serialize;
 
-/// Default invitation lifetime: 7 days.
+/// Default invitation lifetime: 7 days (configure with [`crate::PortalBuilder::invite_ttl`]).
 pub const INVITATION_TTL_MILLIS: u64 = 7 * 24 * 3600 * 1000;
 
 /// A participant type as listed.
@@ -96,6 +96,9 @@ pub struct GrantOutcome {
     pub invitation: Option<InvitationId>,
     /// Its kind.
     pub invitation_kind: Option<InvitationKind>,
+    /// Whether the invitation mail was handed to the portal's mailer (false if there was none
+    /// to send, or delivery failed: see the audit trail and re-send it).
+    pub mailed: bool,
 }
 
 fn name_key<T: Tx + ?Sized>(db: &Db<'_, T>, kind: u8, name: &str) -> Vec<u8> {
@@ -779,88 +782,90 @@ impl Portal {
     }
 
     /// Grants a participant portal access: they inherit the matter type's permissions for their
-    /// participant type. Records an invitation: "create your login" for a contact without a login,
-    /// "you now have access to this matter" for one with a login.
+    /// participant type. Records an invitation and mails it through the portal's mailer:
+    /// "create your login" for a contact without a login, "you now have access to this matter"
+    /// for one with a login (see [`crate::portal::invitations`]). A failed delivery does not
+    /// undo the grant: it is audited, logged and reported in [`GrantOutcome::mailed`].
     pub async fn grant_access(
         &self,
         actor: &Actor,
         matter: MatterId,
         participant: ParticipantId,
     ) -> Result<GrantOutcome> {
-        self.admin(
-            actor,
-            "grant_access",
-            Some(matter),
-            format!("participant {participant}"),
-            move |ctx| {
-                let m = get_matter(&ctx.db(), matter)?;
-                if m.closed {
-                    return Err(Error::Conflict(format!(
-                        "matter {} is closed: reopen it before granting access",
-                        m.number
-                    )));
-                }
-                let mut p = get_participant(&ctx.db(), matter, participant)?;
-                if p.portal {
-                    return Ok(GrantOutcome {
-                        granted: false,
-                        invitation: None,
-                        invitation_kind: None,
+        let (token, hash) = crate::accounts::tokens::Token::generate()?;
+        let ttl = self.invite_ttl();
+        let mut outcome = self
+            .admin(
+                actor,
+                "grant_access",
+                Some(matter),
+                format!("participant {participant}"),
+                move |ctx| {
+                    let m = get_matter(&ctx.db(), matter)?;
+                    if m.closed {
+                        return Err(Error::Conflict(format!(
+                            "matter {} is closed: reopen it before granting access",
+                            m.number
+                        )));
+                    }
+                    let mut p = get_participant(&ctx.db(), matter, participant)?;
+                    if p.portal {
+                        return Ok(GrantOutcome {
+                            granted: false,
+                            invitation: None,
+                            invitation_kind: None,
+                            mailed: false,
+                        });
+                    }
+                    p.portal = true;
+                    ctx.put(
+                        PARTICIPANTS,
+                        Scope::Matter(matter),
+                        &tables::ids(&[matter.0, participant.0]),
+                        &p,
+                    )?;
+                    let c: ContactRec = ctx.db().need(
+                        CONTACTS,
+                        Scope::Global,
+                        &tables::ids(&[p.contact.0]),
+                        "contact",
+                    )?;
+                    let kind = if c.login.is_some() {
+                        InvitationKind::NewMatter
+                    } else {
+                        InvitationKind::NewLogin
+                    };
+                    let inv = super::invitations::put_invitation(
+                        ctx,
+                        p.contact,
+                        Some(matter),
+                        kind,
+                        &hash,
+                        ttl,
+                    )?;
+                    ctx.access_changed();
+                    ctx.emit(PortalEvent::AccessGranted {
+                        matter,
+                        participant,
                     });
-                }
-                p.portal = true;
-                ctx.put(
-                    PARTICIPANTS,
-                    Scope::Matter(matter),
-                    &tables::ids(&[matter.0, participant.0]),
-                    &p,
-                )?;
-                let c: ContactRec = ctx.db().need(
-                    CONTACTS,
-                    Scope::Global,
-                    &tables::ids(&[p.contact.0]),
-                    "contact",
-                )?;
-                let kind = if c.login.is_some() {
-                    InvitationKind::NewMatter
-                } else {
-                    InvitationKind::NewLogin
-                };
-                let inv = InvitationId(ctx.new_id());
-                let now = now_millis();
-                ctx.put(
-                    INVITATIONS,
-                    Scope::Global,
-                    &tables::ids(&[inv.0]),
-                    &InvitationRec {
+                    ctx.emit(PortalEvent::InvitationCreated {
+                        invitation: inv,
                         contact: p.contact,
                         matter: Some(matter),
-                        kind,
-                        token_hash: None,
-                        created: now,
-                        expires: now + INVITATION_TTL_MILLIS,
-                        status: InvitationStatus::Pending,
-                        sent: 0,
-                    },
-                )?;
-                ctx.access_changed();
-                ctx.emit(PortalEvent::AccessGranted {
-                    matter,
-                    participant,
-                });
-                ctx.emit(PortalEvent::InvitationCreated {
-                    invitation: inv,
-                    contact: p.contact,
-                    matter: Some(matter),
-                });
-                Ok(GrantOutcome {
-                    granted: true,
-                    invitation: Some(inv),
-                    invitation_kind: Some(kind),
-                })
-            },
-        )
-        .await
+                    });
+                    Ok(GrantOutcome {
+                        granted: true,
+                        invitation: Some(inv),
+                        invitation_kind: Some(kind),
+                        mailed: false,
+                    })
+                },
+            )
+            .await?;
+        if let Some(inv) = outcome.invitation {
+            outcome.mailed = self.deliver_invitation(actor, inv, token).await.is_ok();
+        }
+        Ok(outcome)
     }
 
     /// Revokes a participant's portal access. Takes effect at once, on open connections too.
@@ -995,6 +1000,220 @@ impl Portal {
         self.admin_read(actor, "audit_query", matter, String::new(), move |db| {
             crate::audit::query(db, &filter)
         })
+        .await
+    }
+}
+
+// ---- Updates used by declarative set-up (`crate::provision`) and the admin CLI. ----
+
+impl Portal {
+    /// Changes a matter's title. Its folder name in trees (number and title) changes with it; the
+    /// new name must not collide with another matter's.
+    pub async fn set_matter_title(
+        &self,
+        actor: &Actor,
+        matter: MatterId,
+        title: &str,
+    ) -> Result<()> {
+        let title = check_text("a matter title", title, 200)?;
+        self.admin(
+            actor,
+            "set_matter_title",
+            Some(matter),
+            format!("matter {matter}"),
+            move |ctx| {
+                let mut m = get_matter(&ctx.db(), matter)?;
+                let display = names::sanitize(&format!("{} {title}", m.number));
+                let new_key = matter_display_key(&ctx.db(), &display);
+                let old_key = matter_display_key(&ctx.db(), &m.display);
+                if new_key != old_key {
+                    if ctx.db().get_id(NAMES, &new_key)?.is_some() {
+                        return Err(Error::AlreadyExists(format!(
+                            "a matter named \"{display}\""
+                        )));
+                    }
+                    ctx.del(NAMES, &old_key)?;
+                    ctx.put_id(NAMES, &new_key, matter.0)?;
+                }
+                m.title = title.clone();
+                m.display = display;
+                ctx.put(MATTERS, Scope::Global, &tables::ids(&[matter.0]), &m)?;
+                ctx.access_changed();
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    /// Changes a contact's display name (the email, its identity, stays).
+    pub async fn set_contact_name(
+        &self,
+        actor: &Actor,
+        contact: ContactId,
+        name: &str,
+    ) -> Result<()> {
+        let name = check_text("a contact name", name, 200)?;
+        self.admin(
+            actor,
+            "set_contact_name",
+            None,
+            format!("contact {contact}"),
+            move |ctx| {
+                let key = tables::ids(&[contact.0]);
+                let mut c: ContactRec = ctx.db().need(CONTACTS, Scope::Global, &key, "contact")?;
+                c.name = name.clone();
+                ctx.put(CONTACTS, Scope::Global, &key, &c)
+            },
+        )
+        .await
+    }
+
+    /// Changes a login's display name.
+    pub async fn set_login_name(&self, actor: &Actor, login: LoginId, name: &str) -> Result<()> {
+        let name = check_text("a name", name, 200)?;
+        self.admin(
+            actor,
+            "set_login_name",
+            None,
+            format!("login {login}"),
+            move |ctx| {
+                let key = tables::ids(&[login.0]);
+                let mut r: LoginRec = ctx.db().need(LOGINS, Scope::Global, &key, "login")?;
+                r.name = name.clone();
+                ctx.put(LOGINS, Scope::Global, &key, &r)
+            },
+        )
+        .await
+    }
+
+    /// A login's SSH public keys (`type base64`, as stored).
+    pub async fn login_ssh_keys(&self, actor: &Actor, login: LoginId) -> Result<Vec<String>> {
+        self.admin_read(
+            actor,
+            "get_ssh_keys",
+            None,
+            format!("login {login}"),
+            move |db| {
+                let r: LoginRec =
+                    db.need(LOGINS, Scope::Global, &tables::ids(&[login.0]), "login")?;
+                Ok(r.ssh_keys)
+            },
+        )
+        .await
+    }
+
+    /// Replaces a login's SSH public keys (OpenSSH one-line format; at most 64). Live sessions
+    /// authenticated with a removed key stop working on their next request.
+    pub async fn set_ssh_keys(&self, actor: &Actor, login: LoginId, keys: &[String]) -> Result<()> {
+        let mut wanted = Vec::with_capacity(keys.len());
+        for k in keys {
+            let k = crate::portal::normalize_ssh_key(k)?;
+            if !wanted.contains(&k) {
+                wanted.push(k);
+            }
+        }
+        if wanted.len() > 64 {
+            return Err(Error::TooLarge("a login holds at most 64 SSH keys".into()));
+        }
+        self.admin(
+            actor,
+            "set_ssh_keys",
+            None,
+            format!("login {login}"),
+            move |ctx| {
+                let key = tables::ids(&[login.0]);
+                let mut r: LoginRec = ctx.db().need(LOGINS, Scope::Global, &key, "login")?;
+                if r.ssh_keys != wanted {
+                    r.ssh_keys = wanted.clone();
+                    r.credential_gen += 1;
+                    ctx.put(LOGINS, Scope::Global, &key, &r)?;
+                    ctx.access_changed();
+                }
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    /// Whether `password` is a login's current password. A staff check for declarative set-up,
+    /// not an authentication: it does not count towards lockout and is audited as an admin read.
+    pub async fn login_password_matches(
+        &self,
+        actor: &Actor,
+        login: LoginId,
+        password: &str,
+    ) -> Result<bool> {
+        let hash = self
+            .admin_read(
+                actor,
+                "check_password",
+                None,
+                format!("login {login}"),
+                move |db| {
+                    let r: LoginRec =
+                        db.need(LOGINS, Scope::Global, &tables::ids(&[login.0]), "login")?;
+                    Ok(r.password_hash)
+                },
+            )
+            .await?;
+        let Some(hash) = hash else {
+            return Ok(false);
+        };
+        let pw = zeroize::Zeroizing::new(password.to_string());
+        Ok(
+            tokio::task::spawn_blocking(move || crate::accounts::verify_password(&pw, &hash))
+                .await?,
+        )
+    }
+
+    /// Whether a login's stored password hash is exactly `phc`.
+    pub async fn login_password_hash_is(
+        &self,
+        actor: &Actor,
+        login: LoginId,
+        phc: &str,
+    ) -> Result<bool> {
+        let phc = phc.trim().to_string();
+        self.admin_read(
+            actor,
+            "check_password",
+            None,
+            format!("login {login}"),
+            move |db| {
+                let r: LoginRec =
+                    db.need(LOGINS, Scope::Global, &tables::ids(&[login.0]), "login")?;
+                Ok(r.password_hash.as_deref() == Some(phc.as_str()))
+            },
+        )
+        .await
+    }
+
+    /// Sets a login's password from an Argon2id PHC string (`$argon2id$v=19$m=…`) made elsewhere,
+    /// e.g. by a declarative config file that must not hold the password itself.
+    pub async fn set_password_hash(&self, actor: &Actor, login: LoginId, phc: &str) -> Result<()> {
+        let phc = phc.trim().to_string();
+        let ok = argon2::password_hash::phc::PasswordHash::new(&phc)
+            .is_ok_and(|h| h.algorithm.as_str() == "argon2id");
+        if !ok {
+            return Err(Error::Invalid(
+                "a password hash must be an Argon2id PHC string (\"$argon2id$v=19$m=…\")".into(),
+            ));
+        }
+        self.admin(
+            actor,
+            "set_password_hash",
+            None,
+            format!("login {login}"),
+            move |ctx| {
+                let key = tables::ids(&[login.0]);
+                let mut r: LoginRec = ctx.db().need(LOGINS, Scope::Global, &key, "login")?;
+                r.password_hash = Some(phc.clone());
+                r.credential_gen += 1;
+                ctx.put(LOGINS, Scope::Global, &key, &r)?;
+                ctx.access_changed();
+                Ok(())
+            },
+        )
         .await
     }
 }

@@ -2,6 +2,9 @@
 
 use super::Portal;
 use super::admin::{check_email, check_text, contact_email_key, login_email_key};
+use crate::accounts::password;
+use crate::accounts::throttle::{Attempt, Refusal, RefusalKind, Throttle};
+use crate::accounts::tokens::AppPasswordHash;
 use crate::audit::{AuditAction, NewEntry, Outcome};
 use crate::crypto::Scope;
 use crate::model::*;
@@ -10,6 +13,9 @@ use crate::store::tables::{self, CONTACTS, LOGINS, NAMES};
 use crate::store::{Db, Tx};
 use crate::{Error, Result};
 use serde::Serialize;
+use std::net::IpAddr;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// A login as listed (no secrets).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -32,6 +38,8 @@ pub struct LoginInfo {
     pub has_password: bool,
     /// Number of SSH keys.
     pub ssh_keys: usize,
+    /// Number of app passwords.
+    pub app_passwords: usize,
 }
 
 fn info(id: LoginId, r: &LoginRec) -> LoginInfo {
@@ -45,12 +53,60 @@ fn info(id: LoginId, r: &LoginRec) -> LoginInfo {
         disabled: r.disabled,
         has_password: r.password_hash.is_some(),
         ssh_keys: r.ssh_keys.len(),
+        app_passwords: r.app_passwords.len(),
     }
 }
 
-/// Hashes a password with Argon2id (off the async threads).
+/// Hashes a password with Argon2id (off the async threads, one hashing slot per core).
 pub(crate) async fn hash_password(pw: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || crate::accounts_hash::hash(&pw)).await?
+    Ok(password::hash_password_async(pw).await?)
+}
+
+/// Longest a password attempt waits for an escalating delay before it is answered "locked
+/// out" instead (the per-login delays stay below it; per-address ones can exceed it).
+pub const MAX_THROTTLE_WAIT: Duration = Duration::from_secs(10);
+
+/// Reserves a password attempt, waiting out short delays (a person who mistyped once waits
+/// half a second longer); a block, or a delay above [`MAX_THROTTLE_WAIT`], is refused.
+pub(crate) async fn throttle_begin<'t>(
+    throttle: &'t Throttle,
+    login: &str,
+    ip: Option<IpAddr>,
+) -> std::result::Result<Attempt<'t>, Refusal> {
+    let deadline = Instant::now() + MAX_THROTTLE_WAIT;
+    loop {
+        match throttle.begin(login, ip) {
+            Ok(a) => return Ok(a),
+            Err(r)
+                if r.kind != RefusalKind::Blocked && Instant::now() + r.retry_after <= deadline =>
+            {
+                tokio::time::sleep(r.retry_after).await;
+            }
+            Err(r) => return Err(r),
+        }
+    }
+}
+
+/// The error for a refused attempt: seconds rounded up, at least 1.
+pub(crate) fn locked_out(retry_after: Duration) -> Error {
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    Error::LockedOut {
+        retry_after_secs: secs.max(1),
+    }
+}
+
+/// May this login sign in at all (enabled and its email verified)?
+fn usable(r: &LoginRec) -> bool {
+    !r.disabled && r.verified
+}
+
+/// The app password of `r` that `presented` is, if any (constant-time hash comparisons).
+fn matching_app_password<'r>(r: &'r LoginRec, presented: &str) -> Option<&'r AppPasswordRec> {
+    let h = AppPasswordHash::of(presented)?;
+    r.app_passwords.iter().find(|a| {
+        let mut b = [0u8; 32];
+        hex::decode_to_slice(&a.hash, &mut b).is_ok() && AppPasswordHash::from_bytes(b) == h
+    })
 }
 
 /// Normalises an OpenSSH public key line to `type base64` (comment dropped) after checking it parses.
@@ -91,7 +147,10 @@ pub fn normalize_ssh_key(line: &str) -> Result<String> {
     Ok(format!("{kind} {b64}"))
 }
 
-fn find_login<T: Tx + ?Sized>(db: &Db<'_, T>, email: &str) -> Result<Option<(LoginId, LoginRec)>> {
+pub(crate) fn find_login<T: Tx + ?Sized>(
+    db: &Db<'_, T>,
+    email: &str,
+) -> Result<Option<(LoginId, LoginRec)>> {
     let Some(id) = db.get_id(NAMES, &login_email_key(db, email))? else {
         return Ok(None);
     };
@@ -99,7 +158,7 @@ fn find_login<T: Tx + ?Sized>(db: &Db<'_, T>, email: &str) -> Result<Option<(Log
     Ok(r.map(|r| (LoginId(id), r)))
 }
 
-fn principal_of(id: LoginId, r: &LoginRec) -> Principal {
+pub(crate) fn principal_of(id: LoginId, r: &LoginRec) -> Principal {
     match r.kind {
         LoginKind::Staff => Principal::Staff(id),
         LoginKind::Portal => Principal::Portal(id),
@@ -254,6 +313,7 @@ impl Portal {
                     r.ssh_keys.push(k.clone());
                     r.credential_gen += 1;
                     ctx.put(LOGINS, Scope::Global, &key, &r)?;
+                    ctx.access_changed();
                 }
                 Ok(())
             },
@@ -283,13 +343,23 @@ impl Portal {
     }
 
     /// Checks an email and password. Unknown logins and wrong passwords get the same answer in a
-    /// similar time. Audited either way.
+    /// similar time. Throttled and audited (see [`Portal::authenticate_password_from`]).
     pub async fn authenticate_password(&self, email: &str, password: &str) -> Result<Principal> {
         self.authenticate_password_from(email, password, Channel::Api, None)
             .await
     }
 
     /// [`Portal::authenticate_password`] for a front end: records the channel and address.
+    ///
+    /// Accepts the login's password or one of its app passwords. Brute-force defence is
+    /// inside: failures are counted per login name and per source address (`remote`; without
+    /// one only per name) by the portal's [`Throttle`]; an attempt during an escalating delay
+    /// waits it out (up to [`MAX_THROTTLE_WAIT`]), an attempt on a blocked name or address is
+    /// refused at once with [`Error::LockedOut`] without checking the password. An unknown
+    /// login, a wrong password, a disabled or unverified login all cost one Argon2id verify
+    /// and answer [`Error::AuthenticationFailed`]. Every attempt is audited (`login`), the
+    /// start of a block too (`account:lockout`); refusals while blocked at most once a minute
+    /// per name or address.
     pub async fn authenticate_password_from(
         &self,
         email: &str,
@@ -297,30 +367,116 @@ impl Portal {
         channel: Channel,
         remote: Option<std::net::SocketAddr>,
     ) -> Result<Principal> {
+        let ip = remote.map(|r| r.ip());
+        let throttle = self.throttle().clone();
+        let attempt = match throttle_begin(&throttle, email, ip).await {
+            Ok(a) => a,
+            Err(r) => {
+                let e = locked_out(r.retry_after);
+                if r.audit {
+                    self.audit_login(
+                        email,
+                        None,
+                        &Err(locked_out(r.retry_after)),
+                        channel,
+                        remote,
+                    )
+                    .await?;
+                }
+                return Err(e);
+            }
+        };
         let e = email.to_string();
         let found = self.inner.store.read(move |db| find_login(db, &e)).await?;
-        let pw = password.to_string();
-        let (hash, who) = match &found {
-            Some((id, r)) if !r.disabled => (r.password_hash.clone(), Some(principal_of(*id, r))),
-            _ => (None, None),
-        };
-        let ok = tokio::task::spawn_blocking(move || match hash {
-            Some(h) => crate::accounts_hash::verify(&pw, &h),
-            None => {
-                crate::accounts_hash::verify_dummy(&pw);
-                false
+        let mut via_app = None;
+        let mut result = Err(Error::AuthenticationFailed);
+        if let Some((id, r)) = &found
+            && usable(r)
+            && let Some(a) = matching_app_password(r, password)
+        {
+            via_app = Some(a.name.clone());
+            result = Ok(principal_of(*id, r));
+        }
+        let mut rehash = None;
+        if result.is_err() {
+            let stored = found.as_ref().and_then(|(_, r)| r.password_hash.clone());
+            // Unknown login or no password yet: a dummy verify of the same cost.
+            let ok = password::verify_async(password.to_owned(), stored.clone()).await?;
+            if let (true, Some((id, r))) = (ok, &found)
+                && usable(r)
+            {
+                result = Ok(principal_of(*id, r));
+                if stored.as_deref().is_some_and(password::needs_rehash) {
+                    rehash = stored.map(|old| (*id, old));
+                }
             }
-        })
-        .await?;
-        let result = match (ok, who) {
-            (true, Some(p)) => Ok(p),
-            _ => Err(Error::AuthenticationFailed),
-        };
-        self.audit_login(email, &result, channel, remote).await?;
+        }
+        match &result {
+            Ok(_) => attempt.succeeded(),
+            Err(_) => {
+                let f = attempt.failed();
+                for (what, d) in [
+                    (format!("login {}", clip(email)), f.login_blocked),
+                    (
+                        format!("address {}", ip.map_or("-".into(), |i| i.to_string())),
+                        f.address_blocked,
+                    ),
+                ] {
+                    if let Some(d) = d {
+                        tracing::warn!(%what, secs = d.as_secs(), "blocked after repeated failed logins");
+                        self.audit_account(
+                            Actor::new(Principal::System, channel, remote),
+                            "lockout",
+                            None,
+                            format!(
+                                "{what} blocked for {} s after repeated failed logins",
+                                d.as_secs()
+                            ),
+                            Outcome::Allowed,
+                        )
+                        .await?;
+                    }
+                }
+            }
+        }
+        if let Some((id, old)) = rehash {
+            self.spawn_rehash(id, old, password.to_owned());
+        }
+        self.audit_login(email, via_app.as_deref(), &result, channel, remote)
+            .await?;
         result
     }
 
-    /// Checks an SSH public key for a login. Audited either way.
+    /// Re-hashes a password stored with outdated Argon2 parameters, in the background (the
+    /// login that proved it is not held up). Skipped if the hash changed meanwhile.
+    fn spawn_rehash(&self, login: LoginId, old: String, pw: String) {
+        let portal = self.clone();
+        tokio::spawn(async move {
+            let Ok(new) = password::hash_password_async(pw).await else {
+                return;
+            };
+            let res = portal
+                .inner
+                .store
+                .write(move |ctx| {
+                    let key = tables::ids(&[login.0]);
+                    let mut r: LoginRec = ctx.db().need(LOGINS, Scope::Global, &key, "login")?;
+                    if r.password_hash.as_deref() == Some(old.as_str()) {
+                        r.password_hash = Some(new.clone());
+                        ctx.put(LOGINS, Scope::Global, &key, &r)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = res {
+                tracing::warn!(error = %e, "re-hashing a password with current parameters failed");
+            }
+        });
+    }
+
+    /// Checks an SSH public key for a login. Audited either way. A blocked source address is
+    /// refused ([`Error::LockedOut`]); a login blocked because of password guessing is not (a
+    /// key can't be guessed, so its owner keeps access).
     pub async fn authenticate_public_key(
         &self,
         email: &str,
@@ -328,22 +484,29 @@ impl Portal {
         channel: Channel,
         remote: Option<std::net::SocketAddr>,
     ) -> Result<Principal> {
+        if let Some(d) = remote.and_then(|r| self.throttle().address_blocked(r.ip())) {
+            let res: Result<Principal> = Err(locked_out(d));
+            self.audit_login(email, None, &res, channel, remote).await?;
+            return res;
+        }
         let e = email.to_string();
         let found = self.inner.store.read(move |db| find_login(db, &e)).await?;
         let wanted = normalize_ssh_key(key_line).ok();
         let result = match (found, wanted) {
-            (Some((id, r)), Some(k)) if !r.disabled && r.ssh_keys.contains(&k) => {
+            (Some((id, r)), Some(k)) if usable(&r) && r.ssh_keys.contains(&k) => {
                 Ok(principal_of(id, &r))
             }
             _ => Err(Error::AuthenticationFailed),
         };
-        self.audit_login(email, &result, channel, remote).await?;
+        self.audit_login(email, None, &result, channel, remote)
+            .await?;
         result
     }
 
     async fn audit_login(
         &self,
         email: &str,
+        app_password: Option<&str>,
         result: &Result<Principal>,
         channel: Channel,
         remote: Option<std::net::SocketAddr>,
@@ -356,10 +519,18 @@ impl Portal {
             actor: Actor::new(principal, channel, remote),
             matter: None,
             document: None,
-            object: format!("login {}", email.chars().take(254).collect::<String>()),
+            object: match app_password {
+                Some(name) => format!("login {} (app password \"{}\")", clip(email), clip(name)),
+                None => format!("login {}", clip(email)),
+            },
             action: AuditAction::Login,
             outcome: Outcome::of(result),
         })
         .await
     }
+}
+
+/// A name as typed, cut to a sane length for logs and audit entries.
+fn clip(s: &str) -> String {
+    s.chars().take(254).collect()
 }

@@ -6,12 +6,16 @@
 //! permission through [`crate::policy`], does the work and appends the audit entry.
 
 mod admin;
+mod credentials;
 mod docs;
+pub mod invitations;
 mod logins;
 mod messages;
 
 pub use admin::*;
+pub use credentials::*;
 pub use docs::*;
+pub use invitations::*;
 pub use logins::*;
 pub use messages::*;
 
@@ -34,6 +38,7 @@ pub(crate) struct Inner {
     pub(crate) events: broadcast::Sender<PortalEvent>,
     pub(crate) epoch: Arc<AtomicU64>,
     pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) accounts: credentials::AccountState,
 }
 
 /// A portal: cheap to clone, share it between tasks and front ends.
@@ -87,6 +92,7 @@ pub struct PortalBuilder {
     sealer: Option<Arc<dyn Sealer>>,
     blobs: Option<Arc<dyn BlobStore>>,
     cache_bytes: usize,
+    accounts: credentials::AccountSetup,
 }
 
 impl PortalBuilder {
@@ -98,6 +104,7 @@ impl PortalBuilder {
             sealer: None,
             blobs: None,
             cache_bytes: 64 << 20,
+            accounts: Default::default(),
         }
     }
     /// A portal held entirely in memory.
@@ -108,6 +115,7 @@ impl PortalBuilder {
             sealer: None,
             blobs: None,
             cache_bytes: 16 << 20,
+            accounts: Default::default(),
         }
     }
     /// Encrypts everything at rest under the master key from `provider`: records are sealed by the
@@ -147,6 +155,7 @@ impl PortalBuilder {
         })
         .await??;
         let db = Arc::new(db);
+        let encrypted = self.keys.is_some() || self.sealer.is_some();
         let (mut sealer, mut blobs) = (self.sealer, self.blobs);
         if let Some(provider) = self.keys {
             let d = db.clone();
@@ -171,7 +180,7 @@ impl PortalBuilder {
         }
         let sealer = sealer.unwrap_or_else(|| Arc::new(PlainSealer));
         let blobs = blobs.unwrap_or_else(|| Arc::new(MemBlobStore::default()));
-        Portal::start(db, sealer, blobs, self.dir).await
+        Portal::start_with(db, sealer, blobs, self.dir, self.accounts, encrypted).await
     }
 }
 
@@ -187,13 +196,26 @@ impl Portal {
         PortalBuilder::memory().open().await
     }
 
-    /// Starts a portal over an already open database.
+    /// Starts a portal over an already open database (default account settings; as the
+    /// sealer may encrypt, an on-disk portal started this way gets no default mail outbox).
     pub async fn start(
         db: Arc<redb::Database>,
         sealer: Arc<dyn Sealer>,
         blobs: Arc<dyn BlobStore>,
         data_dir: Option<PathBuf>,
     ) -> Result<Portal> {
+        Portal::start_with(db, sealer, blobs, data_dir, Default::default(), true).await
+    }
+
+    async fn start_with(
+        db: Arc<redb::Database>,
+        sealer: Arc<dyn Sealer>,
+        blobs: Arc<dyn BlobStore>,
+        data_dir: Option<PathBuf>,
+        accounts: credentials::AccountSetup,
+        encrypted: bool,
+    ) -> Result<Portal> {
+        let accounts = accounts.build(data_dir.as_deref(), encrypted);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let epoch = Arc::new(AtomicU64::new(1));
         let ev = events.clone();
@@ -214,6 +236,7 @@ impl Portal {
                 events,
                 epoch,
                 data_dir,
+                accounts,
             }),
         };
         portal.collect_orphans().await?;

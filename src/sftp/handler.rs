@@ -8,6 +8,13 @@
 //! Paths: relative paths are taken from `/`; `realpath` always answers an absolute, canonical path.
 //! Uploads commit atomically on `close`; out-of-order writes (OpenSSH and rclone keep many in
 //! flight) land in the staged copy at their offsets.
+//!
+//! POSIX meanings kept where clients rely on them: an open without `SSH_FXF_CREAT` needs an
+//! existing document (read+write opens by sshfs edit it in place, from its current content); with
+//! `SSH_FXF_APPEND` every write goes to the end; `SETSTAT` with a size (truncate of a closed file)
+//! commits a new version of that length; `REMOVE` never takes a folder and `RMDIR` never a
+//! document; directory listings carry `ls -l` longnames ([`longname`]). Each session holds at most
+//! [`MAX_HANDLES`] handles, checked before anything is opened.
 
 use crate::Error;
 use crate::model::Permission;
@@ -35,7 +42,8 @@ pub fn status_of(e: &Error) -> StatusReply {
         | Error::AuthenticationFailed
         | Error::LockedOut { .. } => StatusCode::PermissionDenied,
         Error::NotFound(_) => StatusCode::NoSuchFile,
-        Error::InvalidName { .. } | Error::Invalid(_) => StatusCode::BadMessage,
+        // A name the portal can't hold: the request itself is unacceptable.
+        Error::InvalidName { .. } => StatusCode::BadMessage,
         _ => StatusCode::Failure,
     };
     code.with_message(e.to_string())
@@ -48,8 +56,15 @@ fn reply(e: Error) -> StatusReply {
 
 enum Open {
     Read(Box<ReadHandle>),
-    Write(Box<Upload>),
-    Dir { entries: Vec<Entry>, next: usize },
+    /// An upload; `append`: the client opened with `SSH_FXF_APPEND` (every write goes to the end).
+    Write {
+        up: Box<Upload>,
+        append: bool,
+    },
+    Dir {
+        entries: Vec<Entry>,
+        next: usize,
+    },
 }
 
 /// One SFTP session of one authenticated principal.
@@ -70,11 +85,19 @@ impl PortalSftp {
         }
     }
 
-    fn add(&mut self, o: Open) -> std::result::Result<String, StatusReply> {
+    /// Refuses a new handle when the session holds [`MAX_HANDLES`] already. Called *before* the
+    /// tree opens anything, so a refused open stages nothing and audits nothing.
+    fn check_room(&self) -> std::result::Result<(), StatusReply> {
         if self.handles.len() >= MAX_HANDLES {
-            return Err(StatusCode::Failure
-                .with_message(format!("too many open handles (at most {MAX_HANDLES})")));
+            return Err(StatusCode::Failure.with_message(format!(
+                "too many open handles (at most {MAX_HANDLES} per session): close some first"
+            )));
         }
+        Ok(())
+    }
+
+    fn add(&mut self, o: Open) -> std::result::Result<String, StatusReply> {
+        self.check_room()?;
         self.counter += 1;
         let h = format!("h{}", self.counter);
         self.handles.insert(h.clone(), o);
@@ -133,6 +156,76 @@ pub fn attrs_of(e: &Entry) -> FileAttributes {
     a.mtime = Some(secs);
     a.atime = Some(secs);
     a
+}
+
+/// Seconds since the Unix epoch, now.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `(year, month 1..=12, day 1..=31)` of a day counted from 1970-01-01 (proleptic Gregorian).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        year,
+        u32::try_from(month).unwrap_or(1),
+        u32::try_from(day).unwrap_or(1),
+    )
+}
+
+/// The `ls -l` line OpenSSH's `sftp-server` sends as a directory entry's longname, e.g.
+/// `-rw-------    1 portal   portal     300000 Nov 23 22:24 a.bin` (dates in UTC; the year instead of
+/// the time for dates more than six months from `now`). Clients show it verbatim (`sftp ls -l`), and
+/// FileZilla decides from its first character whether an entry is a folder (`d`) or a file (`-`).
+pub fn longname(e: &Entry, now: u64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let attrs = attrs_of(e);
+    let mode = attrs.permissions.unwrap_or(0);
+    let mut m = String::with_capacity(10);
+    m.push(if e.is_dir() { 'd' } else { '-' });
+    for shift in [6u32, 3, 0] {
+        let b = (mode >> shift) & 7;
+        m.push(if b & 4 != 0 { 'r' } else { '-' });
+        m.push(if b & 2 != 0 { 'w' } else { '-' });
+        m.push(if b & 1 != 0 { 'x' } else { '-' });
+    }
+    let secs = e.modified / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let (year, month, day) = civil_from_days(days);
+    let month = MONTHS
+        .get(month.saturating_sub(1) as usize)
+        .copied()
+        .unwrap_or("Jan");
+    const HALF_YEAR: u64 = 365 * 24 * 3600 / 2;
+    let recent = secs <= now.saturating_add(3600) && now.saturating_sub(secs) < HALF_YEAR;
+    let when = if recent {
+        let in_day = secs % 86_400;
+        format!(
+            "{month} {day:>2} {:02}:{:02}",
+            in_day / 3600,
+            (in_day % 3600) / 60
+        )
+    } else {
+        format!("{month} {day:>2}  {year}")
+    };
+    let links = if e.is_dir() { 2 } else { 1 };
+    format!(
+        "{m} {links:>4} {:<8} {:<8} {:>8} {when} {}",
+        "portal", "portal", e.len, e.name
+    )
 }
 
 fn ok(id: u32) -> Status {
@@ -198,7 +291,7 @@ impl russh_sftp::server::Handler for PortalSftp {
     async fn fstat(&mut self, id: u32, handle: String) -> std::result::Result<Attrs, Self::Error> {
         let attrs = match self.get(&handle)? {
             Open::Read(h) => attrs_of(h.entry()),
-            Open::Write(u) => {
+            Open::Write { up: u, .. } => {
                 let mut a = FileAttributes::empty();
                 a.size = Some(u.len());
                 a.permissions = Some(FileMode::REG.bits() | 0o600);
@@ -214,6 +307,7 @@ impl russh_sftp::server::Handler for PortalSftp {
     }
 
     async fn opendir(&mut self, id: u32, path: String) -> std::result::Result<Handle, Self::Error> {
+        self.check_room()?;
         let entries = self.tree.list(&abs(&path)).await.map_err(reply)?;
         let handle = self.add(Open::Dir { entries, next: 0 })?;
         Ok(Handle { id, handle })
@@ -226,9 +320,16 @@ impl russh_sftp::server::Handler for PortalSftp {
                     return Err(StatusCode::Eof.into());
                 }
                 let end = (*next + DIR_PAGE).min(entries.len());
-                let files = entries[*next..end]
+                let now = now_secs();
+                let files = entries
+                    .get(*next..end)
+                    .unwrap_or_default()
                     .iter()
-                    .map(|e| File::new(e.name.clone(), attrs_of(e)))
+                    .map(|e| File {
+                        filename: e.name.clone(),
+                        longname: longname(e, now),
+                        attrs: attrs_of(e),
+                    })
                     .collect();
                 *next = end;
                 Ok(Name { id, files })
@@ -244,6 +345,7 @@ impl russh_sftp::server::Handler for PortalSftp {
         pflags: OpenFlags,
         _attrs: FileAttributes,
     ) -> std::result::Result<Handle, Self::Error> {
+        self.check_room()?;
         let path = abs(&filename);
         let writing = pflags.intersects(
             OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::APPEND,
@@ -254,8 +356,17 @@ impl russh_sftp::server::Handler for PortalSftp {
                 create_new: pflags.contains(OpenFlags::EXCLUDE),
             };
             let mut up = self.tree.open_write(&path, opts).await.map_err(reply)?;
+            if !pflags.contains(OpenFlags::CREATE) && !up.is_update() {
+                // Without SSH_FXF_CREAT the file must exist (sshfs, WinSCP's resume).
+                let _ = up.abort().await;
+                return Err(StatusCode::NoSuchFile
+                    .with_message(format!("{path}: no such document (open without create)")));
+            }
             up.set_create_new(opts.create_new);
-            Open::Write(Box::new(up))
+            Open::Write {
+                up: Box::new(up),
+                append: pflags.contains(OpenFlags::APPEND),
+            }
         } else {
             Open::Read(Box::new(self.tree.open_read(&path).await.map_err(reply)?))
         };
@@ -273,7 +384,7 @@ impl russh_sftp::server::Handler for PortalSftp {
         let n = len.min(MAX_READ) as usize;
         let data = match self.get(&handle)? {
             Open::Read(h) => h.read_at(offset, n).await.map_err(reply)?,
-            Open::Write(u) => u.read_at(offset, n).await.map_err(reply)?,
+            Open::Write { up: u, .. } => u.read_at(offset, n).await.map_err(reply)?,
             Open::Dir { .. } => {
                 return Err(StatusCode::Failure.with_message("a directory can't be read"));
             }
@@ -295,8 +406,9 @@ impl russh_sftp::server::Handler for PortalSftp {
         data: Vec<u8>,
     ) -> std::result::Result<Status, Self::Error> {
         match self.get(&handle)? {
-            Open::Write(u) => {
-                let r = if offset == u.len() {
+            Open::Write { up: u, append } => {
+                // SSH_FXF_APPEND: the offset is ignored, data goes to the end (as OpenSSH does).
+                let r = if *append || offset == u.len() {
                     u.write(&data).await
                 } else {
                     u.write_at(offset, &data).await
@@ -313,7 +425,7 @@ impl russh_sftp::server::Handler for PortalSftp {
 
     async fn close(&mut self, id: u32, handle: String) -> std::result::Result<Status, Self::Error> {
         match self.handles.remove(&handle) {
-            Some(Open::Write(u)) => u.commit().await.map(|_| ok(id)).map_err(reply),
+            Some(Open::Write { up: u, .. }) => u.commit().await.map(|_| ok(id)).map_err(reply),
             Some(_) => Ok(ok(id)),
             None => Err(StatusCode::Failure.with_message("no such handle")),
         }
@@ -324,19 +436,24 @@ impl russh_sftp::server::Handler for PortalSftp {
         id: u32,
         filename: String,
     ) -> std::result::Result<Status, Self::Error> {
-        self.tree
-            .delete(&abs(&filename))
-            .await
-            .map(|_| ok(id))
-            .map_err(reply)
+        // REMOVE is for files: the tree's delete of a folder (staff) takes everything in it.
+        let path = abs(&filename);
+        if let Ok(e) = self.tree.stat(&path).await
+            && e.is_dir()
+        {
+            return Err(StatusCode::Failure.with_message(format!("{path} is a folder: use rmdir")));
+        }
+        self.tree.delete(&path).await.map(|_| ok(id)).map_err(reply)
     }
 
     async fn rmdir(&mut self, id: u32, path: String) -> std::result::Result<Status, Self::Error> {
-        self.tree
-            .delete(&abs(&path))
-            .await
-            .map(|_| ok(id))
-            .map_err(reply)
+        // RMDIR is for folders only: never let it trash a document.
+        let path = abs(&path);
+        let e = self.tree.stat(&path).await.map_err(reply)?;
+        if !e.is_dir() {
+            return Err(StatusCode::Failure.with_message(format!("{path} is not a folder")));
+        }
+        self.tree.delete(&path).await.map(|_| ok(id)).map_err(reply)
     }
 
     async fn mkdir(
@@ -372,11 +489,32 @@ impl russh_sftp::server::Handler for PortalSftp {
         path: String,
         attrs: FileAttributes,
     ) -> std::result::Result<Status, Self::Error> {
+        let path = abs(&path);
+        if let Some(len) = attrs.size {
+            // truncate(2) of a file that isn't open (sshfs, `truncate -s`): a new version of that
+            // length, committed at once. Needs Update, like any change of content.
+            let opts = WriteOptions {
+                truncate: len == 0,
+                create_new: false,
+            };
+            let mut up = self.tree.open_write(&path, opts).await.map_err(reply)?;
+            if !up.is_update() {
+                let _ = up.abort().await;
+                return Err(
+                    StatusCode::NoSuchFile.with_message(format!("{path}: no such document"))
+                );
+            }
+            if len != 0 {
+                up.set_len(len).await.map_err(reply)?;
+            }
+            if let Some(m) = attrs.mtime {
+                up.set_modified(u64::from(m) * 1000);
+            }
+            up.commit().await.map_err(reply)?;
+            return Ok(ok(id));
+        }
         if let Some(m) = attrs.mtime {
-            let r = self
-                .tree
-                .set_modified(&abs(&path), u64::from(m) * 1000)
-                .await;
+            let r = self.tree.set_modified(&path, u64::from(m) * 1000).await;
             // Keeping a date is a courtesy: a refusal to set it must not fail the client's upload.
             if let Err(e) = r
                 && !e.is_denied()
@@ -393,13 +531,22 @@ impl russh_sftp::server::Handler for PortalSftp {
         handle: String,
         attrs: FileAttributes,
     ) -> std::result::Result<Status, Self::Error> {
-        if let Open::Write(u) = self.get(&handle)? {
-            if let Some(len) = attrs.size {
-                u.set_len(len).await.map_err(reply)?;
+        match self.get(&handle)? {
+            Open::Write { up: u, .. } => {
+                if let Some(len) = attrs.size {
+                    u.set_len(len).await.map_err(reply)?;
+                }
+                if let Some(m) = attrs.mtime {
+                    u.set_modified(u64::from(m) * 1000);
+                }
             }
-            if let Some(m) = attrs.mtime {
-                u.set_modified(u64::from(m) * 1000);
+            // ftruncate(2) of a file opened for reading only.
+            _ if attrs.size.is_some() => {
+                return Err(StatusCode::PermissionDenied
+                    .with_message("the file was not opened for writing"));
             }
+            // Times on a read or directory handle: harmless, ignored.
+            _ => {}
         }
         Ok(ok(id))
     }
@@ -442,6 +589,9 @@ impl russh_sftp::server::Handler for PortalSftp {
                     .map_err(reply)?;
                 Ok(Packet::Status(ok(id)))
             }
+            // Acknowledged, but nothing is committed: an upload becomes durable and visible
+            // atomically when its handle is closed (a version per close, not per fsync). sshfs
+            // sends this on the application's fsync(); OpenSSH's `put -f` before its close.
             "fsync@openssh.com" => Ok(Packet::Status(ok(id))),
             "statvfs@openssh.com" => {
                 // A large, mostly free volume: clients only use it to decide whether to upload.
@@ -469,5 +619,71 @@ impl russh_sftp::server::Handler for PortalSftp {
             }
             _ => Err(StatusCode::OpUnsupported.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Permissions;
+    use crate::tree::EntryKind;
+
+    fn entry(
+        name: &str,
+        kind: EntryKind,
+        len: u64,
+        modified_secs: u64,
+        perms: Permissions,
+    ) -> Entry {
+        Entry {
+            name: name.into(),
+            kind,
+            len,
+            modified: modified_secs * 1000,
+            created: 0,
+            etag: String::new(),
+            perms,
+            sha256: None,
+            matter: None,
+            document: None,
+        }
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(59), (1970, 3, 1));
+        // 2000-02-29 (leap day of a century leap year)
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        // 2026-11-23
+        assert_eq!(civil_from_days(20_780), (2026, 11, 23));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn longnames_look_like_ls_minus_l() {
+        let rw = Permissions::NONE
+            .with(Permission::Read)
+            .with(Permission::Update);
+        // 2026-11-23 22:24:05 UTC
+        let t = 20_780 * 86_400 + 22 * 3600 + 24 * 60 + 5;
+        let f = entry("a file.bin", EntryKind::Document, 300_000, t, rw);
+        assert_eq!(
+            longname(&f, t + 60),
+            "-rw-------    1 portal   portal     300000 Nov 23 22:24 a file.bin"
+        );
+        // more than six months old: the year instead of the time
+        assert_eq!(
+            longname(&f, t + 200 * 86_400),
+            "-rw-------    1 portal   portal     300000 Nov 23  2026 a file.bin"
+        );
+        let list = Permissions::NONE.with(Permission::List);
+        let d = entry("Tax Returns", EntryKind::Folder, 0, 86_400 * 4, list);
+        let l = longname(&d, t);
+        assert!(l.starts_with("dr-x------    2 portal   portal "), "{l}");
+        assert!(l.ends_with(" Jan  5  1970 Tax Returns"), "{l}");
+        // a folder without List is still a folder (d), but not readable
+        let d = entry("Internal", EntryKind::Folder, 0, t, Permissions::NONE);
+        assert!(longname(&d, t).starts_with("d--x------ "));
     }
 }

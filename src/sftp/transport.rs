@@ -19,11 +19,20 @@
 //!   a queue capped in *bytes* by a semaphore ([`TransportConfig::queue_bytes`]);
 //! - a **writer** task owns the channel's write half and copies russh-sftp's responses from an
 //!   in-memory pipe (a bounded `tokio::io::duplex`) to the channel, waiting for the client's window without holding up the pump;
-//! - russh-sftp gets `tokio::io::join(frame reader, pipe)`.
+//! - russh-sftp gets a stream made of the frame queue (read) and the pipe (write).
 //!
 //! A framing violation is logged, nothing of the bad frame is forwarded, the frames still queued
 //! are discarded, russh-sftp sees end-of-stream and the channel is closed (EOF + CLOSE). The rest
 //! of the SSH connection is unaffected.
+//!
+//! A third defect of the same family: a request russh-sftp can't parse (truncated fields, an
+//! unknown or server-side packet type) is answered by russh-sftp with request id **0**, so the
+//! client never gets an answer to its own id and waits forever (paramiko) or aborts ("ID
+//! mismatch", OpenSSH). The pump therefore checks each request the way russh-sftp will parse it
+//! and answers a bad one itself — `SSH_FX_BAD_MESSAGE` (or `SSH_FX_OP_UNSUPPORTED` for an unknown
+//! type) with the client's id — in request order; a packet too short to hold an id is a violation.
+//! Paths that are not UTF-8 are refused the same way: russh-sftp would silently replace the bad
+//! bytes with U+FFFD, so `caf\xe9` and `caf\xe8` (Latin-1 names) would be the same document.
 //!
 //! The transport is attached when the channel is opened, before any subsystem is requested, so
 //! that a channel which never becomes an SFTP session (a refused shell or exec) is still drained
@@ -31,7 +40,7 @@
 //! [`TransportConfig::pre_start_bytes`] before it is closed.
 
 use super::SftpError;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use std::fmt;
@@ -41,7 +50,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWriteExt, DuplexStream, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, warn};
@@ -177,10 +186,155 @@ impl Framer {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The byte-capped frame queue and its reader
+// Request checks
 
+const SSH_FXP_INIT: u8 = 1;
+const SSH_FXP_WRITE: u8 = 6;
+const SSH_FXP_STATUS: u8 = 101;
+const SSH_FX_BAD_MESSAGE: u32 = 5;
+const SSH_FX_OP_UNSUPPORTED: u32 = 8;
+
+/// What the pump does with one well-framed packet.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// A request russh-sftp can parse: hand it over.
+    Forward,
+    /// A request russh-sftp could not parse (it would answer with request id 0, and the client
+    /// would wait forever for its own id): answer it here, in order, with this STATUS packet.
+    Reply(Bytes),
+    /// Not even a request id to answer to: close the session.
+    Violation(String),
+}
+
+/// A STATUS packet (length prefix included).
+pub(crate) fn status_packet(id: u32, code: u32, message: &str) -> Bytes {
+    const LANG: &[u8] = b"en-US";
+    let body_len = 1 + 4 + 4 + 4 + message.len() + 4 + LANG.len();
+    let mut b = BytesMut::with_capacity(4 + body_len);
+    b.put_u32(u32::try_from(body_len).unwrap_or(u32::MAX));
+    b.put_u8(SSH_FXP_STATUS);
+    b.put_u32(id);
+    b.put_u32(code);
+    b.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
+    b.put_slice(message.as_bytes());
+    b.put_u32(LANG.len() as u32);
+    b.put_slice(LANG);
+    b.freeze()
+}
+
+/// Checks a WRITE body (after type and id) without copying its data: handle string, offset,
+/// data string, each within the packet — what russh-sftp's parser requires.
+fn check_write(mut rest: &[u8]) -> Result<(), &'static str> {
+    let mut take = |n: usize| -> Result<&[u8], &'static str> {
+        let (head, tail) = rest.split_at_checked(n).ok_or("truncated")?;
+        rest = tail;
+        Ok(head)
+    };
+    let handle_len = be_u32(take(4)?)?;
+    take(handle_len).map_err(|_| "handle longer than the packet")?;
+    take(8).map_err(|_| "no offset")?;
+    let data_len = be_u32(take(4)?)?;
+    take(data_len).map_err(|_| "data longer than the packet")?;
+    Ok(())
+}
+
+/// Checks that the first `n` strings of a request body (after type and id) are UTF-8. russh-sftp
+/// would replace invalid bytes with U+FFFD, so two different names could land on one document.
+fn check_utf8_paths(mut rest: &[u8], n: usize) -> Result<(), &'static str> {
+    for _ in 0..n {
+        let (len, tail) = rest.split_at_checked(4).ok_or("truncated")?;
+        let (s, tail) = tail
+            .split_at_checked(be_u32(len)?)
+            .ok_or("string longer than the packet")?;
+        std::str::from_utf8(s).map_err(|_| "a path must be UTF-8")?;
+        rest = tail;
+    }
+    Ok(())
+}
+
+fn be_u32(b: &[u8]) -> Result<usize, &'static str> {
+    let a: [u8; 4] = b.try_into().map_err(|_| "truncated")?;
+    Ok(u32::from_be_bytes(a) as usize)
+}
+
+/// Decides what to do with one frame (length prefix included, length already checked).
+pub(crate) fn check_request(frame: &Bytes) -> Verdict {
+    let body = frame.slice(4.min(frame.len())..);
+    let Some(&kind) = body.first() else {
+        return Verdict::Violation("empty SFTP packet".into());
+    };
+    if kind == SSH_FXP_INIT {
+        return match russh_sftp::protocol::Packet::try_from(&mut body.clone()) {
+            Ok(_) => Verdict::Forward,
+            Err(e) => Verdict::Violation(format!("malformed SSH_FXP_INIT: {e}")),
+        };
+    }
+    let Some(id) = body
+        .get(1..5)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
+    else {
+        return Verdict::Violation(format!(
+            "SFTP packet of type {kind} too short to carry a request id"
+        ));
+    };
+    let refuse = |code, why: String| {
+        debug!(id, kind, reason = %why, "malformed SFTP request answered");
+        Verdict::Reply(status_packet(id, code, &why))
+    };
+    match kind {
+        // The requests of SFTP v3 (OPEN..SYMLINK) and EXTENDED.
+        3..=20 | 200 => {}
+        // Server-to-client packets.
+        2 | 101..=105 | 201 => {
+            return refuse(
+                SSH_FX_BAD_MESSAGE,
+                format!("packet type {kind} is not a request"),
+            );
+        }
+        _ => {
+            return refuse(
+                SSH_FX_OP_UNSUPPORTED,
+                format!("unknown request type {kind}"),
+            );
+        }
+    }
+    let rest = body.get(5..).unwrap_or_default();
+    let parsed = if kind == SSH_FXP_WRITE {
+        check_write(rest).map_err(|e| e.to_owned())
+    } else {
+        // Requests whose first one or two strings are paths: OPEN, LSTAT, SETSTAT, OPENDIR,
+        // REMOVE, MKDIR, RMDIR, REALPATH, STAT, READLINK; RENAME, SYMLINK.
+        let paths = match kind {
+            3 | 7 | 9 | 11 | 13..=17 | 19 => 1,
+            18 | 20 => 2,
+            _ => 0,
+        };
+        check_utf8_paths(rest, paths)
+            .map_err(|e| e.to_owned())
+            .and_then(|()| {
+                russh_sftp::protocol::Packet::try_from(&mut body.clone())
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+    };
+    match parsed {
+        Ok(()) => Verdict::Forward,
+        Err(e) => refuse(
+            SSH_FX_BAD_MESSAGE,
+            format!("malformed request of type {kind}: {e}"),
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The byte-capped frame queue and the stream russh-sftp runs over
+
+/// One item of the pump's queue: a request for russh-sftp, or a reply the transport writes
+/// itself, in order (after every response to the requests queued before it).
 struct QueuedFrame {
     bytes: Bytes,
+    reply: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -189,20 +343,41 @@ struct QueuedFrame {
 pub(crate) struct FrameReader {
     rx: mpsc::UnboundedReceiver<QueuedFrame>,
     current: Option<QueuedFrame>,
+    /// A reply being written into the response pipe.
+    reply: Option<QueuedFrame>,
     aborted: Arc<AtomicBool>,
 }
 
-impl AsyncRead for FrameReader {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
+impl FrameReader {
+    /// Reads request bytes into `buf`; replies met on the way are written to `out` first.
+    ///
+    /// russh-sftp reads a request only once it has written and flushed the response to the
+    /// previous one, so a reply written here lands between two whole responses, in request order.
+    fn poll_read_with<W: AsyncWrite + Unpin>(
+        &mut self,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
+        out: &mut W,
     ) -> Poll<io::Result<()>> {
         loop {
             if self.aborted.load(Ordering::Acquire) {
                 // Discard whatever is queued: the session is over.
                 self.current = None;
+                self.reply = None;
                 return Poll::Ready(Ok(()));
+            }
+            if let Some(reply) = self.reply.as_mut() {
+                while reply.bytes.has_remaining() {
+                    match Pin::new(&mut *out).poll_write(cx, &reply.bytes) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                        }
+                        Poll::Ready(Ok(n)) => reply.bytes.advance(n.min(reply.bytes.len())),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                self.reply = None;
             }
             if let Some(frame) = self.current.as_mut() {
                 if frame.bytes.has_remaining() {
@@ -218,6 +393,7 @@ impl AsyncRead for FrameReader {
                 self.current = None;
             }
             match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(item)) if item.reply => self.reply = Some(item),
                 Poll::Ready(Some(frame)) => self.current = Some(frame),
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
                 Poll::Pending => return Poll::Pending,
@@ -229,10 +405,43 @@ impl AsyncRead for FrameReader {
 // ---------------------------------------------------------------------------------------------
 // Sessions
 
-/// The stream russh-sftp runs over. Its write side is one end of a duplex pipe (only written):
-/// unlike a split simplex pipe, a dropped `DuplexStream` signals end-of-stream to the other end,
-/// and russh-sftp drops its stream without shutting it down.
-pub(crate) type SftpStream = tokio::io::Join<FrameReader, DuplexStream>;
+/// The stream russh-sftp runs over: requests from the pump's queue, responses into one end of a
+/// duplex pipe read by the writer task. Unlike a split simplex pipe, a dropped `DuplexStream`
+/// signals end-of-stream to the other end (russh-sftp drops its stream without shutting it down),
+/// so the writer sees the session end and closes the channel.
+pub(crate) struct SftpStream {
+    frames: FrameReader,
+    out: DuplexStream,
+}
+
+impl AsyncRead for SftpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.frames.poll_read_with(cx, buf, &mut this.out)
+    }
+}
+
+impl AsyncWrite for SftpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().out).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().out).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().out).poll_shutdown(cx)
+    }
+}
 
 type BoxedRun = Box<
     dyn FnOnce(SftpStream, russh_sftp::server::Config) -> Pin<Box<dyn Future<Output = ()> + Send>>
@@ -309,6 +518,7 @@ impl ChannelTransport {
         let reader = FrameReader {
             rx,
             current: None,
+            reply: None,
             aborted: aborted.clone(),
         };
         let pump = Pump {
@@ -325,6 +535,7 @@ impl ChannelTransport {
         tokio::spawn(pump.run(read_half).instrument(span.clone()));
         let writer = Writer {
             write_half,
+            aborted: reader.aborted.clone(),
             reader,
             start_rx,
             cancel,
@@ -426,8 +637,14 @@ impl Pump {
                 // Data after EOF, or russh-sftp is gone: discard.
                 continue;
             };
-            // A frame is at most max_packet_len + 4 <= queue_bytes (validated), so this fits.
-            let need = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+            let (bytes, reply) = match check_request(&frame) {
+                Verdict::Forward => (frame, false),
+                Verdict::Reply(status) => (status, true),
+                Verdict::Violation(why) => return Err(why),
+            };
+            // A frame is at most max_packet_len + 4 <= queue_bytes (validated), and a reply is
+            // far smaller, so this fits.
+            let need = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
             let permit = tokio::select! {
                 p = self.budget.clone().acquire_many_owned(need) => p,
                 () = self.cancel.cancelled() => return Ok(()),
@@ -436,7 +653,8 @@ impl Pump {
                 return Err("internal: queue budget closed".to_owned());
             };
             let item = QueuedFrame {
-                bytes: frame,
+                bytes,
+                reply,
                 _permit: permit,
             };
             if queue.send(item).is_err() {
@@ -456,6 +674,9 @@ impl Pump {
 
 struct Writer {
     write_half: ChannelWriteHalf<Msg>,
+    /// Set when the writer stops: russh-sftp then sees end-of-stream instead of working through
+    /// requests whose answers can no longer be sent.
+    aborted: Arc<AtomicBool>,
     reader: FrameReader,
     start_rx: oneshot::Receiver<SftpSession>,
     cancel: CancellationToken,
@@ -469,6 +690,7 @@ impl Writer {
     async fn run(self) {
         let Writer {
             write_half,
+            aborted,
             reader,
             start_rx,
             cancel,
@@ -494,7 +716,14 @@ impl Writer {
         };
         debug!("sftp session started");
         let (pipe_tx, pipe_rx) = tokio::io::duplex(write_buffer);
-        (session.run)(tokio::io::join(reader, pipe_tx), sftp).await;
+        (session.run)(
+            SftpStream {
+                frames: reader,
+                out: pipe_tx,
+            },
+            sftp,
+        )
+        .await;
 
         let mut source = tokio::io::BufReader::with_capacity(64 * 1024, pipe_rx);
         let mut tx = write_half.make_writer();
@@ -504,6 +733,10 @@ impl Writer {
         };
         let _ = tx.flush().await;
         drop(tx);
+        // Nothing more can reach the client: make russh-sftp stop at its next read rather than
+        // serve the requests still queued (after a normal end the queue is already empty).
+        aborted.store(true, Ordering::Release);
+        drop(source);
         match outcome {
             Some(Ok(n)) => counters.bytes_out.store(n, Ordering::Relaxed),
             Some(Err(e)) => debug!(error = %e, "sftp channel write ended"),
@@ -524,7 +757,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn frame(body: &[u8]) -> Vec<u8> {
         let mut v = (body.len() as u32).to_be_bytes().to_vec();
@@ -602,9 +835,10 @@ mod tests {
         assert!(tiny_packets.validate().is_err());
     }
 
-    fn queued(budget: &Arc<Semaphore>, b: &[u8]) -> QueuedFrame {
+    fn queued(budget: &Arc<Semaphore>, b: &[u8], reply: bool) -> QueuedFrame {
         QueuedFrame {
             bytes: Bytes::copy_from_slice(b),
+            reply,
             _permit: budget
                 .clone()
                 .try_acquire_many_owned(b.len() as u32)
@@ -612,17 +846,30 @@ mod tests {
         }
     }
 
+    /// A stream over a fresh queue; the other end of its response pipe.
+    fn stream(
+        aborted: Arc<AtomicBool>,
+    ) -> (mpsc::UnboundedSender<QueuedFrame>, SftpStream, DuplexStream) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (out, far) = tokio::io::duplex(4096);
+        let s = SftpStream {
+            frames: FrameReader {
+                rx,
+                current: None,
+                reply: None,
+                aborted,
+            },
+            out,
+        };
+        (tx, s, far)
+    }
+
     #[tokio::test]
     async fn frame_reader_returns_bytes_releases_budget_and_ends() {
         let budget = Arc::new(Semaphore::new(100));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut r = FrameReader {
-            rx,
-            current: None,
-            aborted: Arc::new(AtomicBool::new(false)),
-        };
-        tx.send(queued(&budget, b"hello ")).unwrap();
-        tx.send(queued(&budget, b"world")).unwrap();
+        let (tx, mut r, _far) = stream(Arc::new(AtomicBool::new(false)));
+        tx.send(queued(&budget, b"hello ", false)).unwrap();
+        tx.send(queued(&budget, b"world", false)).unwrap();
         assert_eq!(budget.available_permits(), 89);
         let mut three = [0u8; 3];
         r.read_exact(&mut three).await.unwrap();
@@ -639,17 +886,143 @@ mod tests {
     #[tokio::test]
     async fn aborted_reader_discards_queued_frames() {
         let budget = Arc::new(Semaphore::new(100));
-        let (tx, rx) = mpsc::unbounded_channel();
         let aborted = Arc::new(AtomicBool::new(false));
-        let mut r = FrameReader {
-            rx,
-            current: None,
-            aborted: aborted.clone(),
-        };
-        tx.send(queued(&budget, b"queued request")).unwrap();
+        let (tx, mut r, _far) = stream(aborted.clone());
+        tx.send(queued(&budget, b"queued request", false)).unwrap();
         aborted.store(true, Ordering::Release);
         let mut rest = Vec::new();
         r.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty());
+    }
+
+    #[tokio::test]
+    async fn replies_are_written_in_order_between_responses() {
+        let budget = Arc::new(Semaphore::new(100));
+        let (tx, mut s, mut far) = stream(Arc::new(AtomicBool::new(false)));
+        tx.send(queued(&budget, b"req1", false)).unwrap();
+        tx.send(queued(&budget, b"<reply2>", true)).unwrap();
+        tx.send(queued(&budget, b"req3", false)).unwrap();
+        drop(tx);
+        // What russh-sftp does: read a request, write its response, read the next...
+        let mut req = [0u8; 4];
+        s.read_exact(&mut req).await.unwrap();
+        assert_eq!(&req, b"req1");
+        s.write_all(b"<resp1>").await.unwrap();
+        s.read_exact(&mut req).await.unwrap();
+        assert_eq!(&req, b"req3");
+        s.write_all(b"<resp3>").await.unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        drop(s);
+        let mut wire = Vec::new();
+        far.read_to_end(&mut wire).await.unwrap();
+        assert_eq!(wire, b"<resp1><reply2><resp3>");
+        assert_eq!(budget.available_permits(), 100);
+    }
+
+    fn packet(kind: u8, fields: &[&[u8]]) -> Bytes {
+        let mut body = vec![kind];
+        for f in fields {
+            body.extend_from_slice(f);
+        }
+        Bytes::from(frame(&body))
+    }
+
+    fn string(s: &[u8]) -> Vec<u8> {
+        let mut v = (s.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(s);
+        v
+    }
+
+    /// The id and code of a STATUS reply.
+    fn status_of(v: &Verdict) -> (u32, u32) {
+        let Verdict::Reply(b) = v else {
+            panic!("expected a reply, got {v:?}")
+        };
+        assert_eq!(b[4], SSH_FXP_STATUS);
+        let len = u32::from_be_bytes(b[..4].try_into().unwrap()) as usize;
+        assert_eq!(len + 4, b.len());
+        (
+            u32::from_be_bytes(b[5..9].try_into().unwrap()),
+            u32::from_be_bytes(b[9..13].try_into().unwrap()),
+        )
+    }
+
+    #[test]
+    fn well_formed_requests_are_forwarded() {
+        let id = 7u32.to_be_bytes();
+        let init = packet(SSH_FXP_INIT, &[&3u32.to_be_bytes()]);
+        assert_eq!(check_request(&init), Verdict::Forward);
+        let realpath = packet(16, &[&id, &string(b"/")]);
+        assert_eq!(check_request(&realpath), Verdict::Forward);
+        let write = packet(
+            6,
+            &[&id, &string(b"h1"), &5u64.to_be_bytes(), &string(b"data")],
+        );
+        assert_eq!(check_request(&write), Verdict::Forward);
+        let open = packet(
+            3,
+            &[
+                &id,
+                &string(b"/a"),
+                &1u32.to_be_bytes(),
+                &0u32.to_be_bytes(),
+            ],
+        );
+        assert_eq!(check_request(&open), Verdict::Forward);
+        let rename = packet(18, &[&id, &string("/é".as_bytes()), &string(b"/b")]);
+        assert_eq!(check_request(&rename), Verdict::Forward);
+    }
+
+    #[test]
+    fn malformed_requests_are_answered_with_their_own_id() {
+        let id = 0xdead_beef_u32.to_be_bytes();
+        // a path string longer than the packet
+        let open = packet(3, &[&id, &100u32.to_be_bytes(), b"abc"]);
+        assert_eq!(
+            status_of(&check_request(&open)),
+            (0xdead_beef, SSH_FX_BAD_MESSAGE)
+        );
+        // write data longer than the packet, and a truncated offset
+        let write = packet(
+            6,
+            &[
+                &id,
+                &string(b"h1"),
+                &5u64.to_be_bytes(),
+                &100u32.to_be_bytes(),
+            ],
+        );
+        assert_eq!(status_of(&check_request(&write)).1, SSH_FX_BAD_MESSAGE);
+        let write = packet(6, &[&id, &string(b"h1"), &[0, 0]]);
+        assert_eq!(status_of(&check_request(&write)).1, SSH_FX_BAD_MESSAGE);
+        let write = packet(6, &[&id, &u32::MAX.to_be_bytes()]);
+        assert_eq!(status_of(&check_request(&write)).1, SSH_FX_BAD_MESSAGE);
+        // paths that are not UTF-8 (russh-sftp would turn them into U+FFFD)
+        let stat = packet(17, &[&id, &string(b"/caf\xe9")]);
+        assert_eq!(status_of(&check_request(&stat)).1, SSH_FX_BAD_MESSAGE);
+        let rename = packet(18, &[&id, &string(b"/a"), &string(b"/caf\xe8")]);
+        assert_eq!(status_of(&check_request(&rename)).1, SSH_FX_BAD_MESSAGE);
+        // unknown type, and a server-side packet sent by the client
+        let unknown = packet(99, &[&id]);
+        assert_eq!(
+            status_of(&check_request(&unknown)),
+            (0xdead_beef, SSH_FX_OP_UNSUPPORTED)
+        );
+        let status = packet(SSH_FXP_STATUS, &[&id, &0u32.to_be_bytes()]);
+        assert_eq!(status_of(&check_request(&status)).1, SSH_FX_BAD_MESSAGE);
+    }
+
+    #[test]
+    fn packets_without_an_id_are_violations() {
+        assert!(matches!(
+            check_request(&packet(3, &[&[0, 0]])),
+            Verdict::Violation(_)
+        ));
+        assert!(matches!(
+            check_request(&packet(SSH_FXP_INIT, &[&[0]])),
+            Verdict::Violation(_)
+        ));
     }
 }

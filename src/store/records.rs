@@ -236,3 +236,18 @@ pub struct InvitationRec {
     /// How many times it was sent.
     pub sent: u32,
 }
+
+/// A password-reset link (table `resets`, keyed by its id). The token itself is never stored.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResetRec {
+    /// The login whose password the link resets.
+    pub login: LoginId,
+    /// SHA-256 of the token.
+    pub token_hash: [u8; 32],
+    /// Created at.
+    pub created: Millis,
+    /// Expires at.
+    pub expires: Millis,
+    /// Pending, accepted (used) or revoked (superseded by a newer link).
+    pub status: InvitationStatus,
+}

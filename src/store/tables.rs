@@ -16,6 +16,7 @@
 //! | `logins` | login | [`super::records::LoginRec`] |
 //! | `messages` | matter, participant, message | [`super::records::MessageRec`] |
 //! | `invitations` | invitation | [`super::records::InvitationRec`] |
+//! | `resets` | reset | [`super::records::ResetRec`] (password-reset links) |
 //! | `audit` | seq | sealed [`crate::audit::AuditEntry`] with its chain MAC |
 //! | `names` | kind byte, scope ids, keyed hash of the folded name | id (unique names) |
 //! | `links` | kind byte, ids… | empty (relations: contact→participations, audit indexes, trash) |
@@ -50,6 +51,8 @@ pub const LOGINS: Raw = TableDefinition::new("logins");
 pub const MESSAGES: Raw = TableDefinition::new("messages");
 /// Invitations.
 pub const INVITATIONS: Raw = TableDefinition::new("invitations");
+/// Password-reset links.
+pub const RESETS: Raw = TableDefinition::new("resets");
 /// The audit trail.
 pub const AUDIT: Raw = TableDefinition::new("audit");
 /// Unique-name indexes.
@@ -73,6 +76,7 @@ pub const ALL: &[Raw] = &[
     LOGINS,
     MESSAGES,
     INVITATIONS,
+    RESETS,
     AUDIT,
     NAMES,
     LINKS,
@@ -102,8 +106,10 @@ pub mod name_kind {
     pub const CONTACT_EMAIL: u8 = b'c';
     /// Login emails.
     pub const LOGIN_EMAIL: u8 = b'l';
-    /// Invitation token hashes.
+    /// Invitation token hashes (every token ever sent, so a superseded link is recognised).
     pub const INVITE_TOKEN: u8 = b'i';
+    /// Password-reset token hashes.
+    pub const RESET_TOKEN: u8 = b'r';
 }
 
 /// Relation kinds (first key byte of `links`).

@@ -40,7 +40,20 @@ pub fn fs_error(e: &Error) -> FsError {
         Error::AlreadyExists(_) => FsError::Exists,
         Error::InvalidName { .. } | Error::Invalid(_) | Error::Conflict(_) => FsError::Forbidden,
         Error::TooLarge(_) => FsError::TooLarge,
-        Error::Io(io) if io.raw_os_error() == Some(28) => FsError::InsufficientStorage,
+        // No space (ENOSPC), over quota (EDQUOT) or a read-only file system (EROFS): the server
+        // can't store the request (507), not an unexplained internal error.
+        Error::Io(io) if matches!(io.raw_os_error(), Some(28 | 30 | 122)) => {
+            FsError::InsufficientStorage
+        }
+        // The same from the database (redb's errors reach us as text): e.g. a read whose audit
+        // entry can't be made durable on a full disk.
+        Error::Storage(m)
+            if ["(os error 28)", "(os error 30)", "(os error 122)"]
+                .iter()
+                .any(|c| m.contains(c)) =>
+        {
+            FsError::InsufficientStorage
+        }
         _ => FsError::GeneralFailure,
     }
 }

@@ -186,6 +186,97 @@ fn is_dav_path(path: &str) -> bool {
             .is_some_and(|r| r.starts_with('/'))
 }
 
+/// Whether a `Destination` header (absolute URL or path) names something under [`DAV_PREFIX`],
+/// after percent-decoding and resolving `.`/`..` as dav-server will. dav-server 0.11 checks the
+/// prefix with a plain `starts_with`, so `/davx` passes its check and then panics (slice out of
+/// range in `DavPath`); such destinations are refused here before dav-server sees them.
+fn destination_in_prefix(value: &HeaderValue) -> bool {
+    let Ok(s) = value.to_str() else {
+        return false;
+    };
+    let path = if s.starts_with('/') {
+        s.split(['?', '#']).next().unwrap_or_default().to_string()
+    } else {
+        match s.parse::<http::Uri>() {
+            Ok(u) if u.scheme().is_some() => u.path().to_string(),
+            _ => return false,
+        }
+    };
+    let mut decoded = Vec::with_capacity(path.len());
+    let b = path.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied(), b.get(i + 2).copied()) {
+            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
+                let v = hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0);
+                decoded.push(v as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                decoded.push(c);
+                i += 1;
+            }
+        }
+    }
+    let mut segs: Vec<&[u8]> = Vec::new();
+    for seg in decoded.split(|c| *c == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                if segs.pop().is_none() {
+                    return false;
+                }
+            }
+            s => segs.push(s),
+        }
+    }
+    segs.first()
+        .is_some_and(|first| *first == &DAV_PREFIX.as_bytes()[1..])
+}
+
+/// Largest request body dav-server reads for methods other than PUT/PATCH (it answers 413 above).
+const MAX_XML_BODY: usize = 65536;
+
+/// Deepest element nesting accepted in a request's XML body. dav-server parses bodies with a
+/// recursive parser: ~5,000 nested elements (15 KB) overflowed a tokio worker's stack and aborted
+/// the whole server. Real clients nest a handful of levels.
+pub const MAX_XML_DEPTH: usize = 64;
+
+/// The element nesting depth of an XML document, approximately (comments, processing
+/// instructions and declarations are skipped; `>` inside attribute values may shift it, which only
+/// matters for pathological input). Stops counting past `limit`.
+fn xml_depth(body: &[u8], limit: usize) -> usize {
+    let mut depth = 0usize;
+    let mut max = 0usize;
+    let mut i = 0;
+    while let Some(off) = body
+        .get(i..)
+        .and_then(|r| r.iter().position(|b| *b == b'<'))
+    {
+        let start = i + off;
+        let end = body
+            .get(start..)
+            .and_then(|r| r.iter().position(|b| *b == b'>'))
+            .map_or(body.len(), |e| start + e);
+        let tag = body.get(start + 1..end).unwrap_or_default();
+        match tag.first() {
+            Some(b'/') => depth = depth.saturating_sub(1),
+            Some(b'?') | Some(b'!') | None => {}
+            Some(_) if tag.ends_with(b"/") => {}
+            Some(_) => {
+                depth += 1;
+                max = max.max(depth);
+                if max > limit {
+                    return max;
+                }
+            }
+        }
+        i = end + 1;
+    }
+    max
+}
+
 fn text_response(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
     let msg = msg.into();
     let len = msg.len();
@@ -366,6 +457,14 @@ where
             Ok(p) => p,
             Err(resp) => return resp,
         };
+        if let Some(dest) = req.headers().get("destination")
+            && !destination_in_prefix(dest)
+        {
+            return text_response(
+                StatusCode::BAD_GATEWAY,
+                format!("The Destination must be a URL under {DAV_PREFIX}/ on this server.\n"),
+            );
+        }
         let who = principal.to_string();
         let mut config = self.inner.config.clone();
         if let Some(mgr) = &self.inner.locks {
@@ -375,9 +474,38 @@ where
             )));
         }
         let handler: DavHandler<DavCtx<P>> = config.build_handler();
-        handler
-            .handle_guarded(req, who, DavCtx { principal, remote })
+        let ctx = DavCtx { principal, remote };
+        if req.method() == Method::PUT || req.method().as_str() == "PATCH" {
+            // Streamed: dav-server never buffers or parses these bodies.
+            return handler.handle_guarded(req, who, ctx).await;
+        }
+        // Every other body is read whole by dav-server (up to 64 KiB) and parsed as XML: read it
+        // here first and refuse nesting its recursive parser can't survive.
+        let (parts, body) = req.into_parts();
+        let body = match http_body_util::Limited::new(body, MAX_XML_BODY)
+            .collect()
             .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return text_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("The request body is larger than {MAX_XML_BODY} bytes.\n"),
+                );
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "request body not received");
+                return text_response(StatusCode::BAD_REQUEST, "The request body was cut short.\n");
+            }
+        };
+        if xml_depth(&body, MAX_XML_DEPTH) > MAX_XML_DEPTH {
+            return text_response(
+                StatusCode::BAD_REQUEST,
+                format!("The XML body nests elements deeper than {MAX_XML_DEPTH} levels.\n"),
+            );
+        }
+        let req = Request::from_parts(parts, http_body_util::Full::new(body));
+        handler.handle_guarded(req, who, ctx).await
     }
 }
 
@@ -713,5 +841,44 @@ async fn serve_connection<P>(
             shutdown,
             grace
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_outside_the_prefix_are_refused() {
+        let ok = |s: &str| destination_in_prefix(&HeaderValue::from_str(s).unwrap());
+        assert!(ok("/dav/a/b.txt"));
+        assert!(ok("/dav"));
+        assert!(ok("http://localhost:8443/dav/x%20y"));
+        assert!(ok("/x/../dav/a"));
+        // Found by the webdav fuzz target: dav-server panicked on these.
+        assert!(!ok("/davdata"));
+        assert!(!ok("/dav/../davx"));
+        assert!(!ok("/d%61vx/a"));
+        assert!(!ok("/other/a"));
+        assert!(!ok("/../dav/a"));
+        assert!(!ok("dav/a"));
+        assert!(!ok("https://h/davy"));
+    }
+
+    #[test]
+    fn xml_depth_counts_nesting() {
+        assert_eq!(xml_depth(b"", 64), 0);
+        assert_eq!(
+            xml_depth(
+                br#"<?xml version="1.0"?><!-- c --><D:propfind xmlns:D="DAV:"><D:prop><D:getetag/></D:prop></D:propfind>"#,
+                64
+            ),
+            2
+        );
+        assert_eq!(xml_depth(b"<a><b></b><c><d/></c></a>", 64), 2);
+        // The body that aborted the server (found by tests/badinput_webdav.rs): 5,000 levels.
+        let deep = "<a>".repeat(5000);
+        assert!(xml_depth(deep.as_bytes(), MAX_XML_DEPTH) > MAX_XML_DEPTH);
+        assert_eq!(xml_depth(b"<a><b", 64), 2);
     }
 }

@@ -1,0 +1,181 @@
+//! Starting and stopping the front ends of `sdx serve` around an open data dir.
+
+use super::admin::AdminCtx;
+use super::socket::AdminSocket;
+use super::{Failure, HOST_KEY_NAME, Opened, SOCKET_NAME};
+use crate::config::ServerConfig;
+use crate::sftp::RunningSftpServer;
+use crate::webdav::server::{RunningServer, ServerError, ServerLimits};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A running `sdx serve`.
+pub struct Running {
+    /// The WebDAV URL (`https://ADDR/dav/`).
+    pub webdav_url: String,
+    /// The WebDAV listener's address.
+    pub webdav_addr: SocketAddr,
+    /// The SFTP listener's address and host key fingerprint, if SFTP runs.
+    pub sftp: Option<(SocketAddr, String)>,
+    /// The admin socket's path.
+    pub socket: std::path::PathBuf,
+    webdav: RunningServer,
+    sftp_server: Option<RunningSftpServer>,
+    admin: AdminSocket,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("webdav_url", &self.webdav_url)
+            .field("sftp", &self.sftp)
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+fn in_use(what: &str, addr: SocketAddr, e: &std::io::Error, flag: &str) -> Failure {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        Failure(format!(
+            "can't listen for {what} on {addr}: the port is in use (another sdx running?); choose another address with {flag}"
+        ))
+    } else {
+        Failure(format!("can't listen for {what} on {addr}: {e}"))
+    }
+}
+
+/// Starts WebDAV (and SFTP, unless disabled) on the configured addresses, and the admin socket.
+pub async fn start(opened: Opened, cfg: &ServerConfig) -> Result<Running, Failure> {
+    let data = opened.data.clone();
+    let portal = opened.portal.clone();
+    let tls = if cfg.webdav.insecure_http {
+        None
+    } else {
+        let (cert, key) = match &cfg.webdav.tls {
+            Some((c, k)) => (c.clone(), k.clone()),
+            None => crate::tls::generate_self_signed(&data, &cfg.webdav.hostnames)
+                .map_err(|e| Failure(e.to_string()))?,
+        };
+        Some(crate::tls::load_server_config(&cert, &key).map_err(|e| Failure(e.to_string()))?)
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let limits = ServerLimits {
+        header_read_timeout: Duration::from_secs(cfg.limits.header_read_timeout_secs),
+        max_connections: cfg.limits.max_connections,
+        shutdown_grace: Duration::from_secs(cfg.limits.shutdown_grace_secs),
+        ..ServerLimits::default()
+    };
+    // TODO(accounts): hand these to the portal once it takes a mailer and a throttle
+    // (issue 6); until then they are checked, so a bad [mail] or [lockout] fails at start.
+    if let Some(mail) = &cfg.mail {
+        crate::accounts::mailer_from_config(mail).map_err(|e| Failure(format!("[mail]: {e}")))?;
+        tracing::warn!("[mail] is checked but not used yet: this build sends no mail");
+    }
+    if cfg.lockout.is_some() {
+        tracing::warn!("[lockout] is checked but not used yet by this build");
+    }
+    let addr = cfg.webdav.listen;
+    // TODO(accounts): `.fallback(accounts::web::invite_pages(portal))` for /invite/ and /reset/.
+    let webdav = crate::webdav::mount::builder(&portal, addr)
+        .await?
+        .tls(tls)
+        .limits(limits)
+        .bind()
+        .await
+        .map_err(|e| match e {
+            ServerError::Bind { addr, source } => {
+                in_use("WebDAV", addr, &source, "--webdav or [webdav] listen")
+            }
+            ServerError::PlainHttpNotLoopback(a) => Failure(format!(
+                "--insecure-http is allowed only on a loopback address, not {a}: use TLS (--tls-cert/--tls-key) instead"
+            )),
+            other => Failure(other.to_string()),
+        })?
+        .spawn();
+    let webdav_addr = webdav.local_addr();
+    let mut sftp_server = None;
+    if cfg.sftp.enabled {
+        let hk = cfg
+            .sftp
+            .host_key
+            .clone()
+            .unwrap_or_else(|| data.join(HOST_KEY_NAME));
+        let started = async {
+            let host_key = crate::sftp::HostKey::load_or_generate(hk)
+                .await
+                .map_err(|e| Failure(e.to_string()))?;
+            let addr = cfg.sftp.listen;
+            crate::sftp::mount::builder(&portal, host_key, addr)
+                .max_connections(cfg.limits.sftp_max_connections)
+                .inactivity_timeout(Duration::from_secs(cfg.limits.sftp_idle_timeout_secs))
+                .start()
+                .await
+                .map_err(|e| match e {
+                    crate::sftp::SftpError::Bind { addr, source } => {
+                        in_use("SFTP", addr, &source, "--sftp or [sftp] listen")
+                    }
+                    other => Failure(other.to_string()),
+                })
+        }
+        .await;
+        match started {
+            Ok(s) => sftp_server = Some(s),
+            Err(e) => {
+                let _ = webdav.shutdown().await;
+                return Err(e);
+            }
+        }
+    }
+    let socket = data.join(SOCKET_NAME);
+    let ctx = Arc::new(AdminCtx::new(opened, true));
+    let admin = match super::socket::listen(ctx, &socket).await {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(s) = sftp_server {
+                let _ = s.stop().await;
+            }
+            let _ = webdav.shutdown().await;
+            return Err(e);
+        }
+    };
+    Ok(Running {
+        webdav_url: format!("{scheme}://{webdav_addr}/dav/"),
+        webdav_addr,
+        sftp: sftp_server
+            .as_ref()
+            .map(|s| (s.local_addr(), s.fingerprint().to_string())),
+        socket,
+        webdav,
+        sftp_server,
+        admin,
+        grace: Duration::from_secs(cfg.limits.shutdown_grace_secs),
+    })
+}
+
+impl Running {
+    /// Graceful stop: no new connections; WebDAV requests in flight may finish within the grace
+    /// period (then they are aborted: an aborted upload leaves no document and the previous
+    /// version intact); SFTP sessions are closed (open uploads are aborted the same way); the
+    /// admin socket goes away.
+    pub async fn shutdown(self) -> Result<(), Failure> {
+        let sftp = self.sftp_server;
+        if let Some(s) = &sftp {
+            s.shutdown();
+        }
+        let sftp_wait = async {
+            match sftp {
+                Some(s) => s.wait().await.map_err(|e| Failure(e.to_string())),
+                None => Ok(()),
+            }
+        };
+        let (w, s, ()) = tokio::join!(
+            self.webdav.shutdown(),
+            sftp_wait,
+            self.admin.shutdown(self.grace)
+        );
+        w.map_err(|e| Failure(e.to_string()))?;
+        s
+    }
+}
