@@ -9,6 +9,8 @@
 //! - `stat`: the whole [`Tree::stat`] (resolve + check on the blocking pool, then the durable audit
 //!   entry);
 //! - `list_root`: listing `/` (the user's matters);
+//! - `visible_matters`: building every matter the user can see, which `resolve` did on every
+//!   request of a portal user before commit 6b8914a (it now looks the matter up by name);
 //! - and `resolve_check` for a staff user at M = 1,000 for comparison.
 //!
 //! Run: `cargo bench -j2 --bench policy -- --sample-size 10`.
@@ -143,6 +145,19 @@ fn bench_policy(c: &mut Criterion) {
         let path = PortalPath::parse(&s.doc).expect("path");
         g.bench_function(format!("resolve_check/portal_{matters}_matters"), |b| {
             b.iter(|| resolve_check(&s.portal, s.user, &path))
+        });
+        g.bench_function(format!("visible_matters/portal_{matters}_matters"), |b| {
+            b.iter(|| {
+                let store = s.portal.store();
+                let txn = store.database().begin_read().expect("read txn");
+                let db = Db {
+                    tx: &txn,
+                    sealer: store.sealer().as_ref(),
+                };
+                let v = policy::visible_matters(&db, s.user).expect("visible");
+                assert_eq!(v.len(), matters);
+                black_box(v)
+            })
         });
         if matters == 1000 {
             g.bench_function(format!("resolve_check/staff_{matters}_matters"), |b| {
