@@ -293,11 +293,12 @@ def start_servers(W, cleanup, sdx_bin, setup_bin, me):
     p = spawn(cleanup, cmd, os.path.join(W, "sdx.log"), env={**os.environ, "SDX_LOG": "warn"})
     wait_port(wp, p, "sdx (WebDAV)")
     wait_port(sp, p, "sdx (SFTP)")
+    blobdir = os.path.join(data, "blobs")
     servers["webdav"].append(Server(
         "sdx", "webdav", p, False, base=f"{scheme}://127.0.0.1:{wp}/dav/{MATTER.replace(' ', '%20')}",
-        user=EMAIL, pw=PASSWORD))
+        user=EMAIL, pw=PASSWORD, blobdir=blobdir))
     servers["sftp"].append(Server(
-        "sdx", "sftp", p, False, port=sp, user=EMAIL, root=f"/{MATTER}"))
+        "sdx", "sftp", p, False, port=sp, user=EMAIL, root=f"/{MATTER}", blobdir=blobdir))
 
     # --- Apache mod_dav_fs
     aroot = os.path.join(W, "apache-root")
@@ -699,15 +700,32 @@ def cpu_metric(key, m):
     return m["cpu"] * 1000 / m["ops"], ("ms/file" if key.startswith("small") else "ms/list")
 
 
-def cleanup_uploads(servers, r):
-    """Removes the peers' uploaded files between rounds (sdx keeps its versions in trash)."""
-    for proto in servers.values():
-        for s in proto:
-            d = getattr(s, "disk", None)
-            if d:
-                for n in os.listdir(d):
-                    if f"-r{r}-" in n:
-                        os.remove(os.path.join(d, n))
+def blob_files(s):
+    """sdx only: the committed blob files (blobs/<matter>/<blob>) in its data dir."""
+    d = getattr(s, "blobdir", None)
+    if not d:
+        return None
+    out = set()
+    for m in os.listdir(d):
+        if len(m) == 16 and os.path.isdir(os.path.join(d, m)):
+            out.update(os.path.join(d, m, f) for f in os.listdir(os.path.join(d, m)))
+    return out
+
+
+def reclaim(s, r, before):
+    """Deletes what one server's workload uploaded, to bound the disk footprint (~2 GiB).
+
+    Peers: their files. sdx: the blob files written since `before`, removed behind its back —
+    deleting through WebDAV/SFTP only moves documents to the trash, which keeps their content. The
+    documents stay listed, their content is gone; nothing reads them again. Benchmark-only."""
+    d = getattr(s, "disk", None)
+    if d:
+        for n in os.listdir(d):
+            if n.startswith(f"{s.tag}-r{r}-"):
+                os.remove(os.path.join(d, n))
+    if before is not None:
+        for f in blob_files(s) - before:
+            os.remove(f)
 
 
 def fmt(v):
@@ -792,6 +810,7 @@ def main():
                 for proto, ss in servers.items():
                     k = r % len(ss)
                     for s in ss[k:] + ss[:k]:
+                        before = blob_files(s)
                         for key_ in group:
                             m = measure(s, getattr(b, key_), r)
                             results.setdefault((proto, key_, s.name), []).append(m)
@@ -800,7 +819,7 @@ def main():
                                 f"cpu {m['cpu']:.2f}s rss {m['rss_mib']:.0f} MiB")
                         if group == ("conc_up",):
                             b.verify_conc(s, r)
-            cleanup_uploads(servers, r)
+                        reclaim(s, r, before)
         text, md = report(results, servers)
         print(text)
         print()
