@@ -577,7 +577,9 @@ fn run_batch(
             };
             results.push(run(&mut ctx)?);
         }
-        {
+        // Only when ids were handed out: rewriting it anyway costs a B-tree path of pages in
+        // every commit (most commits are audit entries of reads, which allocate no id).
+        if state.next_id != before.next_id {
             let mut t = txn.open_table(tables::META)?;
             t.insert(tables::META_NEXT_ID, state.next_id.to_be_bytes().as_slice())?;
         }
@@ -614,3 +616,65 @@ pub fn memory_database() -> Result<redb::Database> {
 
 /// A raw table definition (all sdx tables map bytes to bytes).
 pub type RawTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::PlainSealer;
+
+    fn start(path: &std::path::Path) -> Store {
+        // The previous store's writer thread may still hold the file for a moment after drop.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let db = loop {
+            match open_database(path, 1 << 20) {
+                Ok(db) => break db,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
+        Store::start(Arc::new(db), Arc::new(PlainSealer), Arc::new(|_, _| {})).unwrap()
+    }
+
+    fn stored_next_id(s: &Store) -> Option<u64> {
+        let txn = s.database().begin_read().unwrap();
+        txn.get_raw(tables::META, tables::META_NEXT_ID)
+            .unwrap()
+            .and_then(|v| tables::id_from(&v))
+    }
+
+    #[tokio::test]
+    async fn ids_persist_across_commits_that_allocate_none_and_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let s = start(&path);
+        let ids: Vec<u64> = s
+            .write(|ctx| Ok((ctx.new_id(), ctx.new_id())))
+            .await
+            .map(|(a, b)| vec![a, b])
+            .unwrap();
+        assert_eq!(stored_next_id(&s), Some(ids[1] + 1));
+        // Commits without new ids leave the stored counter alone (and correct).
+        for i in 0..3u8 {
+            s.write(move |ctx| ctx.put_raw(tables::META, b"test-key", &[i]))
+                .await
+                .unwrap();
+        }
+        assert_eq!(stored_next_id(&s), Some(ids[1] + 1));
+        // A failed job allocating an id rolls the counter back.
+        let r: Result<u64> = s
+            .write(|ctx| {
+                ctx.new_id();
+                Err(Error::Invalid("no".into()))
+            })
+            .await;
+        assert!(r.is_err());
+        drop(s);
+        let s = start(&path);
+        let next = s.write(|ctx| Ok(ctx.new_id())).await.unwrap();
+        assert_eq!(next, ids[1] + 1, "an id was reused or skipped after reopen");
+        assert_eq!(stored_next_id(&s), Some(next + 1));
+    }
+}
