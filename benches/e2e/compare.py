@@ -14,7 +14,7 @@ recorded in WORK/pids, which compare.sh's EXIT trap also reads); all files live 
 are removed at the end unless KEEP=1.
 
 Environment (see BENCHMARKS.md): QUICK=1, RUNS=N, TLS=0, ONLY=webdav|sftp, KEEP=1, OUT=FILE.md,
-WORKLOADS="big small list conc" (a subset),
+WORKLOADS="big small list conc" (a subset), SDX_ENV="K=V ..." (extra environment for sdx only),
 JSON=FILE.json, SDX=path/to/sdx, SETUP=path/to/bench_setup, SFTP_CIPHERS="c1 c2".
 """
 
@@ -290,7 +290,9 @@ def start_servers(W, cleanup, sdx_bin, setup_bin, me):
     cmd = [sdx_bin, "serve", "--data", data, "--webdav", f"127.0.0.1:{wp}",
            "--sftp", f"127.0.0.1:{sp}"]
     cmd += ["--tls-cert", cert, "--tls-key", tkey] if TLS else ["--insecure-http"]
-    p = spawn(cleanup, cmd, os.path.join(W, "sdx.log"), env={**os.environ, "SDX_LOG": "warn"})
+    extra = dict(kv.split("=", 1) for kv in os.environ.get("SDX_ENV", "").split() if "=" in kv)
+    p = spawn(cleanup, cmd, os.path.join(W, "sdx.log"),
+              env={**os.environ, "SDX_LOG": "warn", **extra})
     wait_port(wp, p, "sdx (WebDAV)")
     wait_port(sp, p, "sdx (SFTP)")
     blobdir = os.path.join(data, "blobs")
