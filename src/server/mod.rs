@@ -154,7 +154,7 @@ pub fn accounts_builder(
     cfg: &ServerConfig,
     demo_outbox: bool,
 ) -> Result<(PortalBuilder, MailRoute), Failure> {
-    let mut b = PortalBuilder::new(data);
+    let mut b = PortalBuilder::new(data).durability(cfg.storage.durability());
     let route = match (&cfg.mail, demo_outbox) {
         (Some(m), _) => {
             b = b.mailer(
@@ -277,6 +277,8 @@ pub async fn open_data_dir_with(
         .file_in(data)
         .map(|k| PathBuf::from(format!("{}{NEW_KEY_SUFFIX}", k.display())));
     let dir = data.to_path_buf();
+    // Batched durability: the store syncs uploaded files before its durable commits.
+    let deferred_sync = accounts.deferred_blob_syncs();
     let (db, keys, blobs) = tokio::task::spawn_blocking(move || -> Result<_, Failure> {
         let db = crate::store::open_database(&dir.join(DB_NAME), cache_bytes).map_err(|e| {
             match e {
@@ -298,10 +300,13 @@ pub async fn open_data_dir_with(
             };
             Failure(format!("{e}{hint}"))
         })?;
-        let blobs = crate::blob::encrypted::EncryptedBlobStore::open(
+        let blobs = crate::blob::encrypted::EncryptedBlobStore::open_with(
             dir.join("blobs"),
             keys.clone(),
-            crate::crypto::Cipher::Aes256Gcm,
+            crate::blob::encrypted::BlobOptions {
+                deferred_sync,
+                ..Default::default()
+            },
         )?;
         Ok((db, keys, blobs))
     })
