@@ -88,7 +88,8 @@ impl MatterKeys {
 }
 
 struct Inner {
-    db: Arc<redb::Database>,
+    /// The database handle (reopened by the store after a storage failure).
+    db: crate::store::DbCell,
     master: RwLock<Master>,
     firm: FirmKeys,
     matters: Mutex<HashMap<MatterId, Arc<MatterKeys>>>,
@@ -146,7 +147,9 @@ impl Keyring {
     ///
     /// Errors: [`Error::Key`] if the provider has no key or the key is not the one this database
     /// was set up with; [`Error::Integrity`] if the stored key records are damaged.
-    pub fn open(db: Arc<redb::Database>, provider: &dyn KeyProvider) -> Result<Keyring> {
+    pub fn open(db: impl Into<crate::store::DbCell>, provider: &dyn KeyProvider) -> Result<Keyring> {
+        let cell: crate::store::DbCell = db.into();
+        let db = cell.get()?;
         let master = provider.master_key()?;
         let source = provider.describe();
         let wrap_key = master.secret().derive(WRAP_INFO);
@@ -181,9 +184,10 @@ impl Keyring {
             audit: firm_root.derive(b"sdx firm audit v1"),
         };
         drop(firm_root);
+        drop(db);
         Ok(Keyring {
             inner: Arc::new(Inner {
-                db,
+                db: cell,
                 master: RwLock::new(Master {
                     wrap: wrap_key,
                     source,
@@ -201,7 +205,7 @@ impl Keyring {
     }
 
     /// The database the keys live in.
-    pub fn database(&self) -> &Arc<redb::Database> {
+    pub fn database(&self) -> &crate::store::DbCell {
         &self.inner.db
     }
 

@@ -166,17 +166,16 @@ impl PortalBuilder {
     pub async fn open(self) -> Result<Portal> {
         let dir = self.dir.clone();
         let cache = self.cache_bytes;
-        let db = tokio::task::spawn_blocking(move || -> Result<redb::Database> {
+        let db = tokio::task::spawn_blocking(move || -> Result<store::DbCell> {
             match dir {
                 Some(d) => {
                     std::fs::create_dir_all(&d)?;
-                    store::open_database(&d.join("portal.redb"), cache)
+                    store::DbCell::open_file(&d.join("portal.redb"), cache)
                 }
-                None => store::memory_database(),
+                None => Ok(store::memory_database()?.into()),
             }
         })
         .await??;
-        let db = Arc::new(db);
         let encrypted = self.keys.is_some() || self.sealer.is_some();
         let deferred = self.deferred_blob_syncs();
         let (mut sealer, mut blobs) = (self.sealer, self.blobs);
@@ -226,11 +225,11 @@ impl PortalBuilder {
     /// ignored); the portal counts as encrypted at rest (no default mail outbox).
     pub async fn start_with(
         self,
-        db: Arc<redb::Database>,
+        db: impl Into<store::DbCell>,
         sealer: Arc<dyn Sealer>,
         blobs: Arc<dyn BlobStore>,
     ) -> Result<Portal> {
-        Portal::start_with(db, sealer, blobs, self.dir, self.accounts, true, self.store).await
+        Portal::start_with(db.into(), sealer, blobs, self.dir, self.accounts, true, self.store).await
     }
 }
 
@@ -249,13 +248,13 @@ impl Portal {
     /// Starts a portal over an already open database (default account settings; as the
     /// sealer may encrypt, an on-disk portal started this way gets no default mail outbox).
     pub async fn start(
-        db: Arc<redb::Database>,
+        db: impl Into<store::DbCell>,
         sealer: Arc<dyn Sealer>,
         blobs: Arc<dyn BlobStore>,
         data_dir: Option<PathBuf>,
     ) -> Result<Portal> {
         Portal::start_with(
-            db,
+            db.into(),
             sealer,
             blobs,
             data_dir,
@@ -267,7 +266,7 @@ impl Portal {
     }
 
     async fn start_with(
-        db: Arc<redb::Database>,
+        db: store::DbCell,
         sealer: Arc<dyn Sealer>,
         blobs: Arc<dyn BlobStore>,
         data_dir: Option<PathBuf>,

@@ -280,7 +280,8 @@ pub async fn open_data_dir_with(
     // Batched durability: the store syncs uploaded files before its durable commits.
     let deferred_sync = accounts.deferred_blob_syncs();
     let (db, keys, blobs) = tokio::task::spawn_blocking(move || -> Result<_, Failure> {
-        let db = crate::store::open_database(&dir.join(DB_NAME), cache_bytes).map_err(|e| {
+        // A cell that can reopen the file: the store does after a storage failure (disk full).
+        let db = crate::store::DbCell::open_file(&dir.join(DB_NAME), cache_bytes).map_err(|e| {
             match e {
                 crate::Error::Conflict(_) => Failure(format!(
                     "the data dir {} is in use by another sdx process (a server without a reachable {SOCKET_NAME}, or another admin command): stop it or wait",
@@ -289,7 +290,6 @@ pub async fn open_data_dir_with(
                 other => Failure(other.to_string()),
             }
         })?;
-        let db = Arc::new(db);
         let keys = Keyring::open(db.clone(), provider.as_ref()).map_err(|e| {
             let hint = match &new_key {
                 Some(n) if n.exists() => format!(

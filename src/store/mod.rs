@@ -191,6 +191,122 @@ impl SyncQueue {
     }
 }
 
+/// The current database handle, shared by everything that uses the database (the store, the
+/// keyring, the lock manager). Cheap to clone.
+///
+/// After a commit fails with an I/O error (a full disk), redb refuses every later transaction
+/// until the file is reopened. The store's writer then takes the handle out of this cell, waits
+/// (bounded) until every holder has dropped its `Arc` (redb refuses a second open of the same file
+/// in one process until then), reopens the file and puts the new handle in. Holders therefore
+/// keep the cell, never an `Arc<Database>`, and fetch the handle per transaction
+/// ([`DbCell::begin_read`], [`DbCell::begin_write`], [`DbCell::get`]).
+#[derive(Clone)]
+pub struct DbCell {
+    inner: Arc<CellInner>,
+}
+
+struct CellInner {
+    slot: std::sync::RwLock<Slot>,
+    /// How to reopen it (`None`: in memory, can't be reopened).
+    file: Option<(std::path::PathBuf, usize)>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+enum Slot {
+    Open(Arc<redb::Database>),
+    /// Being reopened after a storage failure: why.
+    Closed(String),
+}
+
+impl std::fmt::Debug for DbCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbCell")
+            .field("file", &self.inner.file)
+            .field("generation", &self.generation())
+            .finish()
+    }
+}
+
+impl From<Arc<redb::Database>> for DbCell {
+    fn from(db: Arc<redb::Database>) -> Self {
+        DbCell::new(db, None)
+    }
+}
+
+impl From<redb::Database> for DbCell {
+    fn from(db: redb::Database) -> Self {
+        DbCell::new(Arc::new(db), None)
+    }
+}
+
+impl DbCell {
+    /// A cell over an open database; `file` = (path, cache bytes) lets the store reopen it after
+    /// a storage failure.
+    pub fn new(db: Arc<redb::Database>, file: Option<(std::path::PathBuf, usize)>) -> Self {
+        DbCell {
+            inner: Arc::new(CellInner {
+                slot: std::sync::RwLock::new(Slot::Open(db)),
+                file,
+                generation: std::sync::atomic::AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Opens (or creates) the database file with sdx's settings ([`open_database`]) in a cell that
+    /// can reopen it.
+    pub fn open_file(path: &std::path::Path, cache_bytes: usize) -> Result<Self> {
+        let db = open_database(path, cache_bytes)?;
+        Ok(DbCell::new(
+            Arc::new(db),
+            Some((path.to_path_buf(), cache_bytes)),
+        ))
+    }
+
+    /// The current handle. While the database is being reopened after a storage failure: an
+    /// error that says why (it keeps the OS error, e.g. "(os error 28)" for a full disk).
+    pub fn get(&self) -> std::result::Result<Arc<redb::Database>, redb::StorageError> {
+        match &*self.inner.slot.read().unwrap_or_else(PoisonError::into_inner) {
+            Slot::Open(db) => Ok(db.clone()),
+            Slot::Closed(why) => Err(redb::StorageError::Io(std::io::Error::other(format!(
+                "the database is being reopened after a storage failure: {why}"
+            )))),
+        }
+    }
+
+    /// A read transaction on the current handle.
+    pub fn begin_read(&self) -> std::result::Result<redb::ReadTransaction, redb::TransactionError> {
+        Ok(self.get()?.begin_read()?)
+    }
+
+    /// A write transaction on the current handle (blocks while another one is alive).
+    pub fn begin_write(&self) -> std::result::Result<redb::WriteTransaction, redb::TransactionError> {
+        Ok(self.get()?.begin_write()?)
+    }
+
+    /// How many times the database was reopened.
+    pub fn generation(&self) -> u64 {
+        self.inner
+            .generation
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Takes the handle out (nobody starts new transactions on it); returns it.
+    fn close(&self, why: String) -> Option<Arc<redb::Database>> {
+        let mut g = self.inner.slot.write().unwrap_or_else(PoisonError::into_inner);
+        match std::mem::replace(&mut *g, Slot::Closed(why)) {
+            Slot::Open(db) => Some(db),
+            Slot::Closed(_) => None,
+        }
+    }
+
+    fn put(&self, db: Arc<redb::Database>) {
+        *self.inner.slot.write().unwrap_or_else(PoisonError::into_inner) = Slot::Open(db);
+        self.inner
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Anything that can read tables: a read or a write transaction.
 pub trait Tx {
     /// One raw value.
@@ -497,7 +613,7 @@ pub type CommitHook = Arc<dyn Fn(Vec<crate::events::PortalEvent>, bool) + Send +
 /// The database handle: cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<redb::Database>,
+    db: DbCell,
     sealer: Arc<dyn Sealer>,
     jobs: std_mpsc::SyncSender<Msg>,
     stats: Arc<WriterStats>,
@@ -522,6 +638,8 @@ pub struct WriterStats {
     pub jobs: std::sync::atomic::AtomicU64,
     /// Durable (fsynced) commits made to flush non-durable ones (batched mode).
     pub flushes: std::sync::atomic::AtomicU64,
+    /// Times the database was reopened after a storage failure.
+    pub reopens: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -534,7 +652,7 @@ impl Store {
     /// Starts the store over an open database: checks the schema version, creates missing tables,
     /// and starts the writer thread. `on_commit` is called on the writer thread after every commit.
     pub fn start(
-        db: Arc<redb::Database>,
+        db: impl Into<DbCell>,
         sealer: Arc<dyn Sealer>,
         on_commit: CommitHook,
     ) -> Result<Store> {
@@ -543,11 +661,12 @@ impl Store {
 
     /// [`Store::start`] with explicit options (durability).
     pub fn start_with(
-        db: Arc<redb::Database>,
+        db: impl Into<DbCell>,
         sealer: Arc<dyn Sealer>,
         on_commit: CommitHook,
         opts: StoreOptions,
     ) -> Result<Store> {
+        let db: DbCell = db.into();
         if let Durability::Batched { flush_interval } = opts.durability
             && flush_interval.is_zero()
         {
@@ -555,7 +674,7 @@ impl Store {
                 "the flush interval of batched durability must be above zero".into(),
             ));
         }
-        let state = init_schema(&db, sealer.as_ref())?;
+        let state = init_schema(&*db.get()?, sealer.as_ref())?;
         let (tx, rx) = std_mpsc::sync_channel::<Msg>(4096);
         let stats = Arc::new(WriterStats::default());
         let durability = opts.durability;
@@ -567,6 +686,7 @@ impl Store {
             stats: stats.clone(),
             opts,
             dirty_since: None,
+            broken: None,
         };
         std::thread::Builder::new()
             .name("sdx-store-writer".into())
@@ -621,9 +741,9 @@ impl Store {
         }
     }
 
-    /// The underlying database (for co-located services such as the lock manager and the blob
-    /// store's index tables).
-    pub fn database(&self) -> &Arc<redb::Database> {
+    /// The database handle (for co-located services such as the lock manager and the keyring):
+    /// keep the cell, fetch the database per transaction (it is reopened after a storage failure).
+    pub fn database(&self) -> &DbCell {
         &self.db
     }
 
@@ -738,7 +858,7 @@ fn init_schema(db: &redb::Database, sealer: &dyn Sealer) -> Result<WriterState> 
 }
 
 struct Writer {
-    db: Arc<redb::Database>,
+    db: DbCell,
     sealer: Arc<dyn Sealer>,
     state: WriterState,
     on_commit: CommitHook,
@@ -746,24 +866,71 @@ struct Writer {
     opts: StoreOptions,
     /// When the oldest commit not yet durable was made (batched mode).
     dirty_since: Option<Instant>,
+    /// Set after a storage failure left the database unusable, until it is reopened.
+    broken: Option<Broken>,
+}
+
+/// The database failed (e.g. the disk is full) and must be reopened.
+struct Broken {
+    /// What failed (answered to jobs meanwhile).
+    why: String,
+    /// The old handle, while other holders still have clones of it.
+    old: Option<Arc<redb::Database>>,
+    next_try: Instant,
+    backoff: Duration,
+}
+
+/// First wait before retrying a reopen; doubles up to [`REOPEN_MAX_BACKOFF`].
+const REOPEN_FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const REOPEN_MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long one reopen attempt waits for other holders to drop the old handle.
+const REOPEN_WAIT_FOR_HOLDERS: Duration = Duration::from_secs(2);
+
+/// A storage error as jobs see it: a full disk is named as such (the OS error stays in the text:
+/// the front ends map "(os error 28)" to "insufficient storage").
+fn storage_failure(e: &Error) -> Error {
+    let text = match e {
+        Error::Storage(m) => m.clone(),
+        other => other.to_string(),
+    };
+    if text.contains("(os error 28)") && !text.contains("the disk is full") {
+        Error::Storage(format!("the disk is full: {text}"))
+    } else {
+        Error::Storage(text)
+    }
 }
 
 impl Writer {
     fn run(mut self, rx: std_mpsc::Receiver<Msg>) {
         loop {
-            let first = match (self.opts.durability, self.dirty_since) {
-                (Durability::Batched { flush_interval }, Some(since)) => {
-                    let wait = (since + flush_interval).saturating_duration_since(Instant::now());
+            if self.broken.as_ref().is_some_and(|b| Instant::now() >= b.next_try) {
+                self.try_reopen();
+            }
+            let flush_at = match (self.opts.durability, self.dirty_since) {
+                (Durability::Batched { flush_interval }, Some(since)) if self.broken.is_none() => {
+                    Some(since + flush_interval)
+                }
+                _ => None,
+            };
+            let wake_at = match (flush_at, self.broken.as_ref().map(|b| b.next_try)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let first = match wake_at {
+                Some(at) => {
+                    let wait = at.saturating_duration_since(Instant::now());
                     match rx.recv_timeout(wait) {
                         Ok(m) => m,
                         Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                            let _ = self.flush();
+                            if self.broken.is_none() {
+                                let _ = self.flush();
+                            }
                             continue;
                         }
                         Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
                     }
                 }
-                _ => match rx.recv() {
+                None => match rx.recv() {
                     Ok(m) => m,
                     Err(_) => break,
                 },
@@ -822,6 +989,9 @@ impl Writer {
 
     /// Makes every commit so far durable: syncs the queued blob files, then commits durably.
     fn flush(&mut self) -> Result<()> {
+        if let Some(b) = &self.broken {
+            return Err(Error::Storage(b.why.clone()));
+        }
         if self.dirty_since.is_none() {
             return Ok(());
         }
@@ -848,12 +1018,114 @@ impl Writer {
                 // Retry one interval later rather than in a tight loop.
                 self.dirty_since = Some(Instant::now());
                 tracing::error!(error = %e, "flushing batched commits to disk failed; retrying");
+                self.check_usable(e);
             }
         }
-        r
+        r.map_err(|e| storage_failure(&e))
+    }
+
+    /// After a failed commit: if the database now refuses transactions (redb latches an I/O
+    /// failure until the file is reopened), close it and schedule the reopen.
+    fn check_usable(&mut self, cause: &Error) {
+        if self.broken.is_some() || !matches!(cause, Error::Storage(_) | Error::Io(_)) {
+            return;
+        }
+        let usable = match self.db.get() {
+            Ok(db) => db.begin_write().is_ok(),
+            Err(_) => false,
+        };
+        if usable {
+            return;
+        }
+        let why = storage_failure(cause).to_string();
+        tracing::error!(error = %why, "the database refuses transactions after a storage failure; reopening it");
+        let old = self.db.close(why.clone());
+        self.broken = Some(Broken {
+            why,
+            old,
+            next_try: Instant::now(),
+            backoff: REOPEN_FIRST_BACKOFF,
+        });
+    }
+
+    /// One attempt to reopen the database: waits (bounded) for the other holders of the old
+    /// handle, opens the file, re-reads the writer state. On failure schedules the next attempt.
+    fn try_reopen(&mut self) {
+        let Some(mut b) = self.broken.take() else {
+            return;
+        };
+        let r = (|| -> Result<()> {
+            let Some((path, cache)) = self.db.inner.file.clone() else {
+                return Err(Error::Storage(
+                    "an in-memory database can't be reopened".into(),
+                ));
+            };
+            if let Some(old) = b.old.take() {
+                let deadline = Instant::now() + REOPEN_WAIT_FOR_HOLDERS;
+                let mut old = old;
+                loop {
+                    match Arc::try_unwrap(old) {
+                        Ok(db) => {
+                            // Closing a database with a latched I/O failure reports it; the
+                            // next open recovers the file.
+                            drop(db);
+                            break;
+                        }
+                        Err(still) if Instant::now() < deadline => {
+                            old = still;
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        Err(still) => {
+                            b.old = Some(still);
+                            return Err(Error::Storage(
+                                "the old database handle is still in use".into(),
+                            ));
+                        }
+                    }
+                }
+            }
+            let deadline = Instant::now() + REOPEN_WAIT_FOR_HOLDERS;
+            let db = loop {
+                match open_database(&path, cache) {
+                    Ok(db) => break db,
+                    // A read transaction that outlived its handle can hold the file a moment.
+                    Err(Error::Conflict(_)) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            let state = init_schema(&db, self.sealer.as_ref())?;
+            self.state = state;
+            self.db.put(Arc::new(db));
+            Ok(())
+        })();
+        match r {
+            Ok(()) => {
+                // Commits that were not durable are gone with the old handle.
+                self.dirty_since = None;
+                self.stats
+                    .reopens
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(after = %b.why, "the database was reopened after a storage failure");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reopening the database failed; retrying");
+                b.next_try = Instant::now() + b.backoff;
+                b.backoff = (b.backoff * 2).min(REOPEN_MAX_BACKOFF);
+                self.broken = Some(b);
+            }
+        }
     }
 
     fn commit_jobs(&mut self, batch: Vec<Job>) {
+        if let Some(b) = &self.broken {
+            let why = b.why.clone();
+            for j in batch {
+                let _ = j.reply.send(Err(Error::Storage(why.clone())));
+            }
+            return;
+        }
         let durable = !self.opts.durability.is_batched();
         let mut runs: Vec<JobFn> = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
@@ -865,7 +1137,17 @@ impl Writer {
         let span = tracing::debug_span!("commit", jobs = n);
         let _g = span.enter();
         let sealer = self.sealer.clone();
-        match run_batch(&self.db, sealer.as_ref(), &mut self.state, &mut runs, durable) {
+        let db = match self.db.get() {
+            Ok(db) => db,
+            Err(e) => {
+                let e = Error::from(e);
+                for reply in replies {
+                    let _ = reply.send(Err(storage_failure(&e)));
+                }
+                return;
+            }
+        };
+        match run_batch(&db, sealer.as_ref(), &mut self.state, &mut runs, durable) {
             Ok((results, events, changed)) => {
                 self.committed(n);
                 (self.on_commit)(events, changed);
@@ -873,21 +1155,36 @@ impl Writer {
                     let _ = reply.send(Ok(r));
                 }
             }
-            Err(e) if n == 1 => {
-                if let Some(reply) = replies.pop() {
-                    let _ = reply.send(Err(e));
+            Err(e) => {
+                drop(db);
+                self.check_usable(&e);
+                if n == 1 || self.broken.is_some() {
+                    // The database itself failed: every job of the batch gets that error.
+                    let e = if self.broken.is_some() { storage_failure(&e) } else { e };
+                    let text = e.to_string();
+                    let mut first = Some(e);
+                    for reply in replies {
+                        let err = first.take().unwrap_or_else(|| Error::Storage(text.clone()));
+                        let _ = reply.send(Err(err));
+                    }
+                    return;
                 }
-            }
-            Err(_) => {
                 // One job failed: re-run each alone so the others still commit.
                 for (mut run, reply) in runs.into_iter().zip(replies) {
-                    let r = run_batch(
-                        &self.db,
-                        sealer.as_ref(),
-                        &mut self.state,
-                        std::slice::from_mut(&mut run),
-                        durable,
-                    );
+                    if let Some(b) = &self.broken {
+                        let _ = reply.send(Err(Error::Storage(b.why.clone())));
+                        continue;
+                    }
+                    let r = match self.db.get() {
+                        Ok(db) => run_batch(
+                            &db,
+                            sealer.as_ref(),
+                            &mut self.state,
+                            std::slice::from_mut(&mut run),
+                            durable,
+                        ),
+                        Err(e) => Err(Error::from(e)),
+                    };
                     match r {
                         Ok((mut results, events, changed)) => {
                             self.committed(1);
@@ -897,6 +1194,8 @@ impl Writer {
                             }
                         }
                         Err(e) => {
+                            self.check_usable(&e);
+                            let e = if self.broken.is_some() { storage_failure(&e) } else { e };
                             let _ = reply.send(Err(e));
                         }
                     }
