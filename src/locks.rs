@@ -890,6 +890,12 @@ impl LockManager {
                         table.insert(e.info.token.as_bytes(), v.as_slice())?;
                     }
                 }
+                // This commit is durable: with the store in batched mode it also makes the store's
+                // pending commits durable, so their blob files go to disk first.
+                inner
+                    .db
+                    .sync_pending_files()
+                    .map_err(|e| LockError::Storage(format!("syncing uploaded files: {e}")))?;
                 txn.commit()?;
                 let mut state = inner.state.write().unwrap_or_else(PoisonError::into_inner);
                 for t in &change.remove {

@@ -188,7 +188,10 @@ async fn verify(
                     "round {round}: document {i} vanished"
                 );
                 if acked_new[i].is_some() {
-                    assert!(may_lose_acked, "round {round}: document {i}: an acknowledged upload was lost");
+                    assert!(
+                        may_lose_acked,
+                        "round {round}: document {i}: an acknowledged upload was lost"
+                    );
                     lost += 1;
                 }
                 now.push(None);
@@ -362,7 +365,8 @@ fn crash_rounds(kills: usize, batched: bool) {
             news.push(new);
             candidates.push(vec![*cur, Some(new)]);
         }
-        let server = Server::try_start_with(&dir, round == 0, &extra).unwrap_or_else(|e| panic!("{e}"));
+        let server =
+            Server::try_start_with(&dir, round == 0, &extra).unwrap_or_else(|e| panic!("{e}"));
         let curl = start_curl(&server, &files, &work);
         let sftp = start_sftp(&server, &files, &work);
         let (curl_out, sftp_out) = if round == 0 {

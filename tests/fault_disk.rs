@@ -447,7 +447,11 @@ fn a_failed_commit_on_a_full_disk_reopens_the_database_when_space_returns() {
         for i in 0..200u32 {
             let r = store
                 .write(move |ctx| {
-                    ctx.put_raw(tables::META, format!("big{i}").as_bytes(), &vec![7u8; 256 << 10])
+                    ctx.put_raw(
+                        tables::META,
+                        format!("big{i}").as_bytes(),
+                        &vec![7u8; 256 << 10],
+                    )
                 })
                 .await;
             if let Err(e) = r {

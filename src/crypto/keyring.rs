@@ -147,7 +147,10 @@ impl Keyring {
     ///
     /// Errors: [`Error::Key`] if the provider has no key or the key is not the one this database
     /// was set up with; [`Error::Integrity`] if the stored key records are damaged.
-    pub fn open(db: impl Into<crate::store::DbCell>, provider: &dyn KeyProvider) -> Result<Keyring> {
+    pub fn open(
+        db: impl Into<crate::store::DbCell>,
+        provider: &dyn KeyProvider,
+    ) -> Result<Keyring> {
         let cell: crate::store::DbCell = db.into();
         let db = cell.get()?;
         let master = provider.master_key()?;
@@ -250,6 +253,8 @@ impl Keyring {
         // Hold the master lock across commit + swap: no reader may pair the new records with the
         // old wrap key or vice versa.
         let mut guard = self.inner.master.write().unwrap_or_else(|p| p.into_inner());
+        // A durable commit: the store's pending batched commits' blob files go to disk first.
+        self.inner.db.sync_pending_files()?;
         txn.commit()?;
         guard.wrap = new_wrap;
         guard.source = new.describe();

@@ -229,7 +229,16 @@ impl PortalBuilder {
         sealer: Arc<dyn Sealer>,
         blobs: Arc<dyn BlobStore>,
     ) -> Result<Portal> {
-        Portal::start_with(db.into(), sealer, blobs, self.dir, self.accounts, true, self.store).await
+        Portal::start_with(
+            db.into(),
+            sealer,
+            blobs,
+            self.dir,
+            self.accounts,
+            true,
+            self.store,
+        )
+        .await
     }
 }
 

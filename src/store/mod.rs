@@ -207,6 +207,8 @@ pub struct DbCell {
 
 struct CellInner {
     slot: std::sync::RwLock<Slot>,
+    /// Batched durability: blob files to sync before any durable commit.
+    syncs: Mutex<Option<SyncQueue>>,
     /// How to reopen it (`None`: in memory, can't be reopened).
     file: Option<(std::path::PathBuf, usize)>,
     generation: std::sync::atomic::AtomicU64,
@@ -246,6 +248,7 @@ impl DbCell {
         DbCell {
             inner: Arc::new(CellInner {
                 slot: std::sync::RwLock::new(Slot::Open(db)),
+                syncs: Mutex::new(None),
                 file,
                 generation: std::sync::atomic::AtomicU64::new(0),
             }),
@@ -265,7 +268,12 @@ impl DbCell {
     /// The current handle. While the database is being reopened after a storage failure: an
     /// error that says why (it keeps the OS error, e.g. "(os error 28)" for a full disk).
     pub fn get(&self) -> std::result::Result<Arc<redb::Database>, redb::StorageError> {
-        match &*self.inner.slot.read().unwrap_or_else(PoisonError::into_inner) {
+        match &*self
+            .inner
+            .slot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
             Slot::Open(db) => Ok(db.clone()),
             Slot::Closed(why) => Err(redb::StorageError::Io(std::io::Error::other(format!(
                 "the database is being reopened after a storage failure: {why}"
@@ -275,12 +283,32 @@ impl DbCell {
 
     /// A read transaction on the current handle.
     pub fn begin_read(&self) -> std::result::Result<redb::ReadTransaction, redb::TransactionError> {
-        Ok(self.get()?.begin_read()?)
+        self.get()?.begin_read()
     }
 
     /// A write transaction on the current handle (blocks while another one is alive).
-    pub fn begin_write(&self) -> std::result::Result<redb::WriteTransaction, redb::TransactionError> {
-        Ok(self.get()?.begin_write()?)
+    pub fn begin_write(
+        &self,
+    ) -> std::result::Result<redb::WriteTransaction, redb::TransactionError> {
+        self.get()?.begin_write()
+    }
+
+    /// Syncs the blob files queued by batched durability (nothing otherwise). Code that commits
+    /// on this database outside the store with redb's default (immediate) durability must call
+    /// it **while holding its write transaction, just before `commit`**: an immediate commit also
+    /// makes the store's pending non-durable commits durable, so their blob files must be on disk
+    /// first (and holding the write transaction keeps the store from committing meanwhile).
+    pub fn sync_pending_files(&self) -> std::io::Result<()> {
+        let q = self
+            .inner
+            .syncs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match q {
+            Some(q) => q.sync_all(),
+            None => Ok(()),
+        }
     }
 
     /// How many times the database was reopened.
@@ -292,7 +320,11 @@ impl DbCell {
 
     /// Takes the handle out (nobody starts new transactions on it); returns it.
     fn close(&self, why: String) -> Option<Arc<redb::Database>> {
-        let mut g = self.inner.slot.write().unwrap_or_else(PoisonError::into_inner);
+        let mut g = self
+            .inner
+            .slot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         match std::mem::replace(&mut *g, Slot::Closed(why)) {
             Slot::Open(db) => Some(db),
             Slot::Closed(_) => None,
@@ -300,7 +332,11 @@ impl DbCell {
     }
 
     fn put(&self, db: Arc<redb::Database>) {
-        *self.inner.slot.write().unwrap_or_else(PoisonError::into_inner) = Slot::Open(db);
+        *self
+            .inner
+            .slot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Slot::Open(db);
         self.inner
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -675,6 +711,12 @@ impl Store {
             ));
         }
         let state = init_schema(&*db.get()?, sealer.as_ref())?;
+        if opts.durability.is_batched() {
+            *db.inner
+                .syncs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(opts.syncs.clone());
+        }
         let (tx, rx) = std_mpsc::sync_channel::<Msg>(4096);
         let stats = Arc::new(WriterStats::default());
         let durability = opts.durability;
@@ -721,7 +763,9 @@ impl Store {
 
     /// Durable commits made to flush batched ones.
     pub fn flushes(&self) -> u64 {
-        self.stats.flushes.load(std::sync::atomic::Ordering::Relaxed)
+        self.stats
+            .flushes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn send(&self, msg: Msg) -> Result<()> {
@@ -903,7 +947,11 @@ fn storage_failure(e: &Error) -> Error {
 impl Writer {
     fn run(mut self, rx: std_mpsc::Receiver<Msg>) {
         loop {
-            if self.broken.as_ref().is_some_and(|b| Instant::now() >= b.next_try) {
+            if self
+                .broken
+                .as_ref()
+                .is_some_and(|b| Instant::now() >= b.next_try)
+            {
                 self.try_reopen();
             }
             let flush_at = match (self.opts.durability, self.dirty_since) {
@@ -1160,7 +1208,11 @@ impl Writer {
                 self.check_usable(&e);
                 if n == 1 || self.broken.is_some() {
                     // The database itself failed: every job of the batch gets that error.
-                    let e = if self.broken.is_some() { storage_failure(&e) } else { e };
+                    let e = if self.broken.is_some() {
+                        storage_failure(&e)
+                    } else {
+                        e
+                    };
                     let text = e.to_string();
                     let mut first = Some(e);
                     for reply in replies {
@@ -1195,7 +1247,11 @@ impl Writer {
                         }
                         Err(e) => {
                             self.check_usable(&e);
-                            let e = if self.broken.is_some() { storage_failure(&e) } else { e };
+                            let e = if self.broken.is_some() {
+                                storage_failure(&e)
+                            } else {
+                                e
+                            };
                             let _ = reply.send(Err(e));
                         }
                     }
@@ -1424,7 +1480,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.redb");
         let s = start_batched(&path, 60_000, SyncQueue::default());
-        s.write(|ctx| ctx.put_raw(tables::META, b"k1", b"v")).await.unwrap();
+        s.write(|ctx| ctx.put_raw(tables::META, b"k1", b"v"))
+            .await
+            .unwrap();
         // Readers see it at once.
         let seen = s
             .read(|db| Ok(db.tx.get_raw(tables::META, b"k1")?.is_some()))
@@ -1447,7 +1505,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("i.redb");
         let s = start_batched(&path, 50, SyncQueue::default());
-        s.write(|ctx| ctx.put_raw(tables::META, b"k2", b"v")).await.unwrap();
+        s.write(|ctx| ctx.put_raw(tables::META, b"k2", b"v"))
+            .await
+            .unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while s.flushes() == 0 && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -1461,7 +1521,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.redb");
         let s = start_batched(&path, 60_000, SyncQueue::default());
-        s.write(|ctx| ctx.put_raw(tables::META, b"k3", b"v")).await.unwrap();
+        s.write(|ctx| ctx.put_raw(tables::META, b"k3", b"v"))
+            .await
+            .unwrap();
         drop(s);
         let s = start(&path);
         let txn = s.database().begin_read().unwrap();
@@ -1480,7 +1542,9 @@ mod tests {
         // A queued file that is gone by flush time is not an error.
         q.push(&dir.path().join("gone"), dir.path()).unwrap();
         assert_eq!(q.pending_files(), 2);
-        s.write(|ctx| ctx.put_raw(tables::META, b"k4", b"v")).await.unwrap();
+        s.write(|ctx| ctx.put_raw(tables::META, b"k4", b"v"))
+            .await
+            .unwrap();
         let p2 = path.clone();
         let on_disk = s
             .write_after_sync(move |_ctx| Ok(crash_image_has(&p2, b"k4")))
@@ -1495,7 +1559,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.redb");
         let s = start(&path);
-        s.write(|ctx| ctx.put_raw(tables::META, b"k5", b"v")).await.unwrap();
+        s.write(|ctx| ctx.put_raw(tables::META, b"k5", b"v"))
+            .await
+            .unwrap();
         assert!(crash_image_has(&path, b"k5"));
         s.sync().await.unwrap();
         assert_eq!(s.flushes(), 0);
