@@ -66,9 +66,8 @@ const MAX_PENDING_FILES: usize = 65_536;
 ///   entries; the database then opens at the last durable commit, which is consistent (every
 ///   document whole, old or new version; the audit chain verifies; no reference to a missing or
 ///   partial blob). Uploads still go through a temporary file and a rename, so no document is
-///   ever partial. A process crash alone (the OS keeps running) loses nothing already written
-///   to the page cache except redb's non-durable commits: those are only in memory until flushed.
-///   This is the class of guarantee Apache mod_dav, OpenSSH's sftp-server, Nextcloud and SFTPGo
+///   ever partial. A crash of the process alone (SIGKILL, the OS keeps running) loses the same
+///   interval: redb's on-disk header moves only with a durable commit. This is the class of guarantee Apache mod_dav, OpenSSH's sftp-server, Nextcloud and SFTPGo
 ///   give (page cache, no fsync per operation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -100,6 +99,9 @@ impl Durability {
 #[derive(Clone, Default)]
 pub struct SyncQueue {
     inner: Arc<Mutex<PendingSyncs>>,
+    /// Held across a whole [`SyncQueue::sync_all`]: a second caller (the lock manager before its
+    /// own durable commit) must not find the list empty while the first is still syncing it.
+    running: Arc<Mutex<()>>,
 }
 
 #[derive(Default)]
@@ -169,6 +171,7 @@ impl SyncQueue {
     /// in the meantime are skipped. On error the queue is emptied anyway (Linux forgets a failed
     /// writeback, so a retry would wrongly succeed) and the first error returned.
     pub fn sync_all(&self) -> std::io::Result<()> {
+        let _running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let (files, dirs) = {
             let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
             (std::mem::take(&mut g.files), std::mem::take(&mut g.dirs))
@@ -651,9 +654,27 @@ pub type CommitHook = Arc<dyn Fn(Vec<crate::events::PortalEvent>, bool) + Send +
 pub struct Store {
     db: DbCell,
     sealer: Arc<dyn Sealer>,
+    // Declared before `writer`: the last handle's sender goes first, so the writer sees the
+    // channel close, flushes and ends, and `writer`'s drop then waits for that.
     jobs: std_mpsc::SyncSender<Msg>,
     stats: Arc<WriterStats>,
     durability: Durability,
+    writer: Arc<WriterThread>,
+}
+
+/// Joins the writer thread when the last [`Store`] handle goes, so that its final flush (batched
+/// durability) is done before the caller goes on (and, say, the process exits).
+struct WriterThread(Mutex<Option<std::thread::JoinHandle<()>>>);
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        let h = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(h) = h
+            && h.thread().id() != std::thread::current().id()
+        {
+            let _ = h.join();
+        }
+    }
 }
 
 /// How a [`Store`] commits.
@@ -730,7 +751,7 @@ impl Store {
             dirty_since: None,
             broken: None,
         };
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("sdx-store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(Error::Io)?;
@@ -740,6 +761,7 @@ impl Store {
             jobs: tx,
             stats,
             durability,
+            writer: Arc::new(WriterThread(Mutex::new(Some(handle)))),
         })
     }
 
