@@ -702,12 +702,12 @@ pub type CommitHook = Arc<dyn Fn(Vec<crate::events::PortalEvent>, bool) + Send +
 pub struct Store {
     db: DbCell,
     sealer: Arc<dyn Sealer>,
-    // Declared before `writer`: the last handle's sender goes first, so the writer sees the
-    // channel close, flushes and ends, and `writer`'s drop then waits for that.
+    // Declared before `_writer`: the last handle's sender goes first, so the writer sees the
+    // channel close, flushes and ends, and `_writer`'s drop then waits for that.
     jobs: std_mpsc::SyncSender<Msg>,
     stats: Arc<WriterStats>,
     durability: Durability,
-    writer: Arc<WriterThread>,
+    _writer: Arc<WriterThread>,
 }
 
 /// Joins the writer thread when the last [`Store`] handle goes, so that its final flush (batched
@@ -809,7 +809,7 @@ impl Store {
             jobs: tx,
             stats,
             durability,
-            writer: Arc::new(WriterThread(Mutex::new(Some(handle)))),
+            _writer: Arc::new(WriterThread(Mutex::new(Some(handle)))),
         })
     }
 
