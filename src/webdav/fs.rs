@@ -34,7 +34,9 @@
 use super::server::DavCtx;
 use crate::Portal;
 use crate::model::{Actor, Channel, Millis, Principal};
-use crate::tree::{DeadProp, Entry, ReadHandle, Tree, Upload, WriteOptions};
+use crate::tree::{
+    DeadProp, Entry, ListedEntry, PropsWanted, ReadHandle, Tree, Upload, WriteOptions,
+};
 use crate::{Error, names};
 use bytes::{Buf, Bytes};
 use dav_server::davpath::DavPath;
@@ -429,19 +431,35 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
         Box::pin(async move {
             let tree = &self.tree(ctx);
             let p = path_str(path)?;
-            let entries = match tree.list_with_props(&p).await {
-                Ok(v) => v,
-                Err(e) => return fail(ctx, e),
+            let live_only = ctx.live_props_only();
+            let entries = match ctx.take_listing(&key_of(&p)) {
+                Some(v) => v,
+                None if live_only => match tree.list(&p).await {
+                    Ok(v) => v
+                        .into_iter()
+                        .map(|entry| ListedEntry {
+                            entry,
+                            props: Vec::new(),
+                        })
+                        .collect(),
+                    Err(e) => return fail(ctx, e),
+                },
+                None => match tree.list_with_props(&p).await {
+                    Ok(v) => v,
+                    Err(e) => return fail(ctx, e),
+                },
             };
             let items: Vec<FsResult<Box<dyn DavDirEntry>>> = entries
                 .into_iter()
                 .map(|le| {
-                    let key = child_key(&p, &le.entry.name);
-                    let sha = le.entry.sha256;
-                    ctx.remember(&key, |n| {
-                        n.sha256 = sha;
-                        n.props = Some(le.props);
-                    });
+                    if !live_only {
+                        let key = child_key(&p, &le.entry.name);
+                        let sha = le.entry.sha256;
+                        ctx.remember(&key, |n| {
+                            n.sha256 = sha;
+                            n.props = Some(le.props);
+                        });
+                    }
                     Ok(Box::new(DirEntry {
                         name: le.entry.name.clone(),
                         meta: Meta::of(&le.entry),
@@ -503,6 +521,40 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
                     Err(Error::Invalid(_)) => {}
                     Err(e) => return fail(ctx, e),
                 }
+            }
+            if method.as_str() == "PROPFIND" && ctx.propfind_children() {
+                // The node and its children in one read, audited once (a `List` for a folder);
+                // `read_dir` takes the children from the request.
+                let live_only = ctx.live_props_only();
+                let wanted = if live_only {
+                    PropsWanted::No
+                } else {
+                    PropsWanted::All
+                };
+                return match tree.stat_and_list(&p, wanted).await {
+                    Ok(l) => {
+                        let m = Meta::of(&l.node.entry);
+                        if !live_only {
+                            let sha = l.node.entry.sha256;
+                            let props = l.node.props;
+                            ctx.remember(&key, |n| {
+                                n.sha256 = sha;
+                                n.props = Some(props);
+                            });
+                        }
+                        if let Some(children) = l.children {
+                            ctx.stash_listing(&key, children);
+                        }
+                        Ok(Box::new(m) as Box<dyn DavMetaData>)
+                    }
+                    Err(e) => fail(ctx, e),
+                };
+            }
+            if method.as_str() == "PROPFIND" && ctx.live_props_only() {
+                return match tree.stat(&p).await {
+                    Ok(e) => Ok(Box::new(Meta::of(&e)) as Box<dyn DavMetaData>),
+                    Err(e) => fail(ctx, e),
+                };
             }
             if method.as_str() == "PROPFIND" {
                 // The properties come with the node (one audited read).

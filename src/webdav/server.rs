@@ -120,6 +120,13 @@ struct RequestState {
     plain_put: bool,
     /// The upload opened for this PUT.
     write: Mutex<Option<(String, crate::tree::Upload)>>,
+    /// A PROPFIND that lists the node's children (`Depth: 1`): the node and its children are
+    /// read together, audited once.
+    propfind_children: bool,
+    /// The PROPFIND asks only for live properties: no dead properties need reading.
+    live_props_only: std::sync::atomic::AtomicBool,
+    /// The children read with the node for this PROPFIND.
+    listing: Mutex<Option<(String, Vec<crate::tree::ListedEntry>)>>,
 }
 
 impl<P> DavCtx<P> {
@@ -152,8 +159,11 @@ impl<P> DavCtx<P> {
                 .get_all("if")
                 .iter()
                 .any(|v| v.as_bytes().contains(&b'['));
+        let propfind_children = method.as_str() == "PROPFIND"
+            && !matches!(quirks::depth(headers), Ok(Some(Depth::Zero)));
         self.state = Arc::new(RequestState {
             plain_put: method == Method::PUT && !conditional,
+            propfind_children,
             method,
             oc_mtime,
             oc_checksums,
@@ -186,6 +196,50 @@ impl<P> DavCtx<P> {
             .unwrap_or_else(PoisonError::into_inner);
         match r.take() {
             Some((p, u)) if p == path => Some(u),
+            other => {
+                *r = other;
+                None
+            }
+        }
+    }
+
+    /// Whether this PROPFIND lists the node's children too (any `Depth` but `0`).
+    pub(crate) fn propfind_children(&self) -> bool {
+        self.state.propfind_children
+    }
+
+    /// Marks this PROPFIND as asking for live properties only.
+    pub(crate) fn set_live_props_only(&self) {
+        self.state
+            .live_props_only
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this PROPFIND asks for live properties only (dead ones need not be read).
+    pub(crate) fn live_props_only(&self) -> bool {
+        self.state
+            .live_props_only
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Keeps the children read with a node for the `read_dir` that follows.
+    pub(crate) fn stash_listing(&self, path: &str, children: Vec<crate::tree::ListedEntry>) {
+        *self
+            .state
+            .listing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((path.to_string(), children));
+    }
+
+    /// The children of `path` read earlier in this request, if any.
+    pub(crate) fn take_listing(&self, path: &str) -> Option<Vec<crate::tree::ListedEntry>> {
+        let mut r = self
+            .state
+            .listing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match r.take() {
+            Some((p, l)) if p == path => Some(l),
             other => {
                 *r = other;
                 None
@@ -681,6 +735,28 @@ where
             } else {
                 None
             };
+            if method.as_str() == "PROPFIND"
+                && let Some(live) = super::propfind::live_props(&bytes)
+            {
+                let ua = parts
+                    .headers
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let children = depth != Some(Depth::Zero);
+                if let Some(resp) = super::propfind::answer(
+                    &*self.inner.fs,
+                    parts.uri.path(),
+                    children,
+                    &live,
+                    &ctx,
+                    ua,
+                )
+                .await
+                {
+                    return self.explain(resp, &ctx);
+                }
+            }
             let uri = parts.uri.clone();
             let req = Request::from_parts(parts, http_body_util::Full::new(bytes));
             let resp = self.dispatch(req, who, ctx.clone()).await;
