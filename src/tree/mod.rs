@@ -25,6 +25,7 @@
 mod handles;
 mod listing;
 mod props;
+mod reads;
 pub mod resolve;
 
 pub use handles::{ReadHandle, Upload, WriteOptions};

@@ -62,6 +62,8 @@ const BINDING: &str = "checksums-sha256";
 const QUOTA_TTL: Duration = Duration::from_secs(5);
 /// How long a PROPFIND waits for the free-space figure before leaving it out.
 const QUOTA_WAIT: Duration = Duration::from_secs(2);
+/// Bytes of a document a GET reads while its audit entry is committed (dav-server's read size).
+const PREFETCH: usize = 65536;
 /// Chunks queued for the checksum thread of one upload.
 const HASH_QUEUE: usize = 16;
 
@@ -412,11 +414,19 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
                     oc_checksum: options.checksum,
                 }) as Box<dyn DavFile>);
             }
-            if let Some(h) = ctx.take_read(&key_of(&p)) {
-                return Ok(Box::new(ReadFile { h, pos: 0 }) as Box<dyn DavFile>);
+            if let Some((h, first)) = ctx.take_read(&key_of(&p)) {
+                return Ok(Box::new(ReadFile {
+                    h,
+                    pos: 0,
+                    first: (!first.is_empty()).then_some(first),
+                }) as Box<dyn DavFile>);
             }
             match tree.open_read(&p).await {
-                Ok(h) => Ok(Box::new(ReadFile { h, pos: 0 }) as Box<dyn DavFile>),
+                Ok(h) => Ok(Box::new(ReadFile {
+                    h,
+                    pos: 0,
+                    first: None,
+                }) as Box<dyn DavFile>),
                 Err(e) => fail(ctx, e),
             }
         })
@@ -510,11 +520,17 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
             }
             if method == http::Method::GET || method == http::Method::HEAD {
                 // dav-server asks for the metadata and then opens the document: open it now,
-                // one audited read instead of a stat and a read.
-                match tree.open_read(&p).await {
-                    Ok(h) => {
+                // one audited read instead of a stat and a read. A GET of the whole document
+                // also gets its first chunk, read while the audit entry is committed.
+                let prefetch = if method == http::Method::GET && !ctx.is_ranged() {
+                    PREFETCH
+                } else {
+                    0
+                };
+                match tree.open_read_prefetch(&p, prefetch).await {
+                    Ok((h, first)) => {
                         let m = Meta::of(h.entry());
-                        ctx.stash_read(&key, h);
+                        ctx.stash_read(&key, h, first);
                         return Ok(Box::new(m) as Box<dyn DavMetaData>);
                     }
                     // A folder: described below.
@@ -825,6 +841,8 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
 struct ReadFile {
     h: ReadHandle,
     pos: u64,
+    /// Bytes already read from the start of the document (a GET's first chunk).
+    first: Option<Bytes>,
 }
 
 impl DavFile for ReadFile {
@@ -840,6 +858,18 @@ impl DavFile for ReadFile {
     }
     fn read_bytes(&mut self, count: usize) -> FsFuture<'_, Bytes> {
         Box::pin(async move {
+            if let Some(first) = self.first.take()
+                && let Ok(at) = usize::try_from(self.pos)
+                && at < first.len()
+            {
+                let end = first.len().min(at.saturating_add(count));
+                let b = first.slice(at..end);
+                self.pos += b.len() as u64;
+                if end < first.len() {
+                    self.first = Some(first);
+                }
+                return Ok(b);
+            }
             let b = self
                 .h
                 .read_at(self.pos, count)

@@ -114,8 +114,10 @@ struct RequestState {
     oc_mtime: Option<SystemTime>,
     oc_checksums: bool,
     nodes: Mutex<HashMap<String, NodeInfo>>,
-    /// A document already opened (and audited) for this GET.
-    read: Mutex<Option<(String, crate::tree::ReadHandle)>>,
+    /// A document already opened (and audited) for this GET, with its first bytes.
+    read: Mutex<Option<(String, crate::tree::ReadHandle, Bytes)>>,
+    /// The request has a `Range` header (a GET then reads from elsewhere than the start).
+    ranged: bool,
     /// A plain PUT (no conditions, no range): its upload may be opened at `metadata`.
     plain_put: bool,
     /// The upload opened for this PUT.
@@ -164,6 +166,7 @@ impl<P> DavCtx<P> {
         self.state = Arc::new(RequestState {
             plain_put: method == Method::PUT && !conditional,
             propfind_children,
+            ranged: headers.contains_key(header::RANGE),
             method,
             oc_mtime,
             oc_checksums,
@@ -252,24 +255,30 @@ impl<P> DavCtx<P> {
         &self.state.method
     }
 
-    /// Keeps a document opened while answering `metadata` for the `open` that follows.
-    pub(crate) fn stash_read(&self, path: &str, h: crate::tree::ReadHandle) {
+    /// Whether the request has a `Range` header.
+    pub(crate) fn is_ranged(&self) -> bool {
+        self.state.ranged
+    }
+
+    /// Keeps a document opened while answering `metadata` (with the bytes read from its start)
+    /// for the `open` that follows.
+    pub(crate) fn stash_read(&self, path: &str, h: crate::tree::ReadHandle, first: Bytes) {
         *self
             .state
             .read
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((path.to_string(), h));
+            .unwrap_or_else(PoisonError::into_inner) = Some((path.to_string(), h, first));
     }
 
-    /// The document opened for `path` earlier in this request, if any.
-    pub(crate) fn take_read(&self, path: &str) -> Option<crate::tree::ReadHandle> {
+    /// The document opened for `path` earlier in this request (and its first bytes), if any.
+    pub(crate) fn take_read(&self, path: &str) -> Option<(crate::tree::ReadHandle, Bytes)> {
         let mut r = self
             .state
             .read
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match r.take() {
-            Some((p, h)) if p == path => Some(h),
+            Some((p, h, first)) if p == path => Some((h, first)),
             other => {
                 *r = other;
                 None
