@@ -135,6 +135,46 @@ fn sync_dir_entries(p: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
+/// Linux: one `syncfs(2)` per filesystem holding the queued directories (every queued file lives
+/// in one of them) instead of an `fdatasync` per file. On ext4 each `fdatasync` of a new file forces
+/// its own journal commit (0.3–4 ms here), and the writer thread waits for all of them at a flush; a
+/// `syncfs` writes back every dirty page of the filesystem and commits the journal once, so a flush
+/// after 1,000 small uploads costs one journal commit instead of 1,000. It also flushes other dirty
+/// data of that filesystem (a superset of what is needed; correct, and cheap on a data disk).
+/// `None` when a directory could not be examined: the caller falls back to syncing file by file.
+#[cfg(target_os = "linux")]
+fn sync_filesystems(
+    dirs: &std::collections::HashSet<std::path::PathBuf>,
+) -> Option<std::io::Result<()>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen: Vec<u64> = Vec::new();
+    let mut handles = Vec::new();
+    for d in dirs {
+        match std::fs::File::open(d) {
+            Ok(f) => {
+                let dev = f.metadata().ok()?.dev();
+                if !seen.contains(&dev) {
+                    seen.push(dev);
+                    handles.push(f);
+                }
+            }
+            // Removed since (a purged matter): nothing left there to make durable.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return None,
+        }
+    }
+    let mut first_err = None;
+    for f in &handles {
+        if let Err(e) = rustix::fs::syncfs(f) {
+            first_err.get_or_insert(std::io::Error::from(e));
+        }
+    }
+    Some(match first_err {
+        None => Ok(()),
+        Some(e) => Err(e),
+    })
+}
+
 impl SyncQueue {
     /// Queues a file written without a sync (its data is fdatasynced at the next flush) and the
     /// directory naming it (fsynced once however many files it got). With too many files queued
@@ -167,7 +207,8 @@ impl SyncQueue {
             .files
             .len()
     }
-    /// Syncs everything queued so far: files first, then the directories. Blocking. Files removed
+    /// Syncs everything queued so far: on Linux one `syncfs` per filesystem of the queued
+    /// directories, elsewhere the files first, then the directories. Blocking. Files removed
     /// in the meantime are skipped. On error the queue is emptied anyway (Linux forgets a failed
     /// writeback, so a retry would wrongly succeed) and the first error returned.
     pub fn sync_all(&self) -> std::io::Result<()> {
@@ -176,6 +217,13 @@ impl SyncQueue {
             let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
             (std::mem::take(&mut g.files), std::mem::take(&mut g.dirs))
         };
+        if files.is_empty() && dirs.is_empty() {
+            return Ok(());
+        }
+        #[cfg(target_os = "linux")]
+        if let Some(r) = sync_filesystems(&dirs) {
+            return r;
+        }
         let mut first_err = None;
         for f in &files {
             if let Err(e) = sync_file_data(f) {
