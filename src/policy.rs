@@ -151,6 +151,34 @@ pub fn participations<T: Tx + ?Sized>(
     Ok(out)
 }
 
+/// The portal participations of a contact in one matter: (participant, record). Reads only the
+/// links under `contact ‖ matter` (a prefix scan), not every matter the contact takes part in.
+pub fn participations_in<T: Tx + ?Sized>(
+    db: &Db<'_, T>,
+    contact: ContactId,
+    matter: MatterId,
+) -> Result<Vec<(ParticipantId, ParticipantRec)>> {
+    let prefix = Key::kind(link_kind::CONTACT_PARTICIPATION)
+        .id(contact.0)
+        .id(matter.0)
+        .done();
+    let mut out = Vec::new();
+    for k in db.scan_keys(LINKS, &prefix, usize::MAX)? {
+        let Some(p) = tables::id_at(&k, 17) else {
+            continue;
+        };
+        let rec: Option<ParticipantRec> = db.get(
+            PARTICIPANTS,
+            Scope::Matter(matter),
+            &tables::ids(&[matter.0, p]),
+        )?;
+        if let Some(r) = rec {
+            out.push((ParticipantId(p), r));
+        }
+    }
+    Ok(out)
+}
+
 fn portal_access<T: Tx + ?Sized>(
     db: &Db<'_, T>,
     matter: MatterId,
@@ -247,10 +275,10 @@ pub fn matter_access<T: Tx + ?Sized>(
     let Some(contact) = login.and_then(|l| l.contact) else {
         return Err(not_found());
     };
-    let parts: Vec<(ParticipantId, ParticipantTypeId)> = participations(db, contact)?
+    let parts: Vec<(ParticipantId, ParticipantTypeId)> = participations_in(db, contact, matter)?
         .into_iter()
-        .filter(|(m, _, r)| *m == matter && r.portal)
-        .map(|(_, p, r)| (p, r.ptype))
+        .filter(|(_, r)| r.portal)
+        .map(|(p, r)| (p, r.ptype))
         .collect();
     if parts.is_empty() {
         return Err(not_found());
@@ -302,6 +330,110 @@ mod tests {
     fn empty_rules_hide_the_folder() {
         let a = access(&[("A", Permissions::NONE)]);
         assert_eq!(a.folder("a"), Visibility::Hidden);
+    }
+
+    /// Bob takes part in matters 1 (twice: Client granted, Witness not), 2 (granted) and 3 (not
+    /// granted); Carol only in matter 2.
+    #[tokio::test]
+    async fn participations_in_reads_only_the_asked_matter() {
+        use crate::Portal;
+        let portal = Portal::in_memory().await.unwrap();
+        let firm = Actor::system();
+        let client = portal
+            .create_participant_type(&firm, "Client")
+            .await
+            .unwrap();
+        let witness = portal
+            .create_participant_type(&firm, "Witness")
+            .await
+            .unwrap();
+        let mt = portal
+            .create_matter_type(&firm, "General", &["Docs", "Other"])
+            .await
+            .unwrap();
+        portal
+            .set_portal_permissions(&firm, mt, "Docs", client, Permissions::FULL)
+            .await
+            .unwrap();
+        let list = Permissions::NONE.with(Permission::List);
+        portal
+            .set_portal_permissions(&firm, mt, "Other", witness, list)
+            .await
+            .unwrap();
+        let bob = portal
+            .create_contact(&firm, "Bob", "bob@x.test")
+            .await
+            .unwrap();
+        let carol = portal
+            .create_contact(&firm, "Carol", "carol@x.test")
+            .await
+            .unwrap();
+        let bob_login = portal.create_portal_login(&firm, bob, None).await.unwrap();
+        let mut matters = Vec::new();
+        for n in ["1", "2", "3"] {
+            matters.push(portal.create_matter(&firm, n, "M", mt).await.unwrap());
+        }
+        let (m1, m2, m3) = (matters[0], matters[1], matters[2]);
+        let b1 = portal
+            .add_participant(&firm, m1, bob, client)
+            .await
+            .unwrap();
+        let b1w = portal
+            .add_participant(&firm, m1, bob, witness)
+            .await
+            .unwrap();
+        let b2 = portal
+            .add_participant(&firm, m2, bob, client)
+            .await
+            .unwrap();
+        let _b3 = portal
+            .add_participant(&firm, m3, bob, client)
+            .await
+            .unwrap();
+        let c2 = portal
+            .add_participant(&firm, m2, carol, client)
+            .await
+            .unwrap();
+        portal.grant_access(&firm, m1, b1).await.unwrap();
+        portal.grant_access(&firm, m2, b2).await.unwrap();
+        portal.grant_access(&firm, m2, c2).await.unwrap();
+
+        let (in1, in2, in3, carol2, all, acc1, acc3) = portal
+            .inner
+            .store
+            .read(move |db| {
+                let ids = |v: Vec<(ParticipantId, ParticipantRec)>| {
+                    let mut v: Vec<(ParticipantId, bool)> =
+                        v.into_iter().map(|(p, r)| (p, r.portal)).collect();
+                    v.sort();
+                    v
+                };
+                let p = Principal::Portal(bob_login);
+                Ok((
+                    ids(participations_in(db, bob, m1)?),
+                    ids(participations_in(db, bob, m2)?),
+                    ids(participations_in(db, bob, m3)?),
+                    ids(participations_in(db, carol, m2)?),
+                    participations(db, bob)?.len(),
+                    matter_access(db, p, m1)?,
+                    matter_access(db, p, m3).map(|_| ()),
+                ))
+            })
+            .await
+            .unwrap();
+        let mut want1 = vec![(b1, true), (b1w, false)];
+        want1.sort();
+        assert_eq!(in1, want1);
+        assert_eq!(in2, vec![(b2, true)]);
+        assert_eq!(in3.len(), 1);
+        assert!(!in3[0].1);
+        assert_eq!(carol2, vec![(c2, true)]);
+        assert_eq!(all, 4);
+        // Only the granted participation counts: Docs (Client), not Other (Witness).
+        assert_eq!(acc1.participants, vec![b1]);
+        assert_eq!(acc1.folder("docs"), Visibility::Folder(Permissions::FULL));
+        assert_eq!(acc1.folder("other"), Visibility::Hidden);
+        assert!(acc3.unwrap_err().is_not_found());
     }
 
     #[test]

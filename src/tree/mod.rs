@@ -23,10 +23,13 @@
 //! an open download on its next read and an upload at commit.
 
 mod handles;
+mod listing;
 mod props;
+mod reads;
 pub mod resolve;
 
 pub use handles::{ReadHandle, Upload, WriteOptions};
+pub use listing::{NodeListing, PropsWanted};
 pub use props::{DeadProp, ListedEntry};
 
 use crate::audit::{self, AuditAction, NewEntry, Outcome};

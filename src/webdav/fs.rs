@@ -34,7 +34,9 @@
 use super::server::DavCtx;
 use crate::Portal;
 use crate::model::{Actor, Channel, Millis, Principal};
-use crate::tree::{DeadProp, Entry, ReadHandle, Tree, Upload, WriteOptions};
+use crate::tree::{
+    DeadProp, Entry, ListedEntry, PropsWanted, ReadHandle, Tree, Upload, WriteOptions,
+};
 use crate::{Error, names};
 use bytes::{Buf, Bytes};
 use dav_server::davpath::DavPath;
@@ -60,6 +62,8 @@ const BINDING: &str = "checksums-sha256";
 const QUOTA_TTL: Duration = Duration::from_secs(5);
 /// How long a PROPFIND waits for the free-space figure before leaving it out.
 const QUOTA_WAIT: Duration = Duration::from_secs(2);
+/// Bytes of a document a GET reads while its audit entry is committed (dav-server's read size).
+const PREFETCH: usize = 65536;
 /// Chunks queued for the checksum thread of one upload.
 const HASH_QUEUE: usize = 16;
 
@@ -410,11 +414,19 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
                     oc_checksum: options.checksum,
                 }) as Box<dyn DavFile>);
             }
-            if let Some(h) = ctx.take_read(&key_of(&p)) {
-                return Ok(Box::new(ReadFile { h, pos: 0 }) as Box<dyn DavFile>);
+            if let Some((h, first)) = ctx.take_read(&key_of(&p)) {
+                return Ok(Box::new(ReadFile {
+                    h,
+                    pos: 0,
+                    first: (!first.is_empty()).then_some(first),
+                }) as Box<dyn DavFile>);
             }
             match tree.open_read(&p).await {
-                Ok(h) => Ok(Box::new(ReadFile { h, pos: 0 }) as Box<dyn DavFile>),
+                Ok(h) => Ok(Box::new(ReadFile {
+                    h,
+                    pos: 0,
+                    first: None,
+                }) as Box<dyn DavFile>),
                 Err(e) => fail(ctx, e),
             }
         })
@@ -429,19 +441,35 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
         Box::pin(async move {
             let tree = &self.tree(ctx);
             let p = path_str(path)?;
-            let entries = match tree.list_with_props(&p).await {
-                Ok(v) => v,
-                Err(e) => return fail(ctx, e),
+            let live_only = ctx.live_props_only();
+            let entries = match ctx.take_listing(&key_of(&p)) {
+                Some(v) => v,
+                None if live_only => match tree.list(&p).await {
+                    Ok(v) => v
+                        .into_iter()
+                        .map(|entry| ListedEntry {
+                            entry,
+                            props: Vec::new(),
+                        })
+                        .collect(),
+                    Err(e) => return fail(ctx, e),
+                },
+                None => match tree.list_with_props(&p).await {
+                    Ok(v) => v,
+                    Err(e) => return fail(ctx, e),
+                },
             };
             let items: Vec<FsResult<Box<dyn DavDirEntry>>> = entries
                 .into_iter()
                 .map(|le| {
-                    let key = child_key(&p, &le.entry.name);
-                    let sha = le.entry.sha256;
-                    ctx.remember(&key, |n| {
-                        n.sha256 = sha;
-                        n.props = Some(le.props);
-                    });
+                    if !live_only {
+                        let key = child_key(&p, &le.entry.name);
+                        let sha = le.entry.sha256;
+                        ctx.remember(&key, |n| {
+                            n.sha256 = sha;
+                            n.props = Some(le.props);
+                        });
+                    }
                     Ok(Box::new(DirEntry {
                         name: le.entry.name.clone(),
                         meta: Meta::of(&le.entry),
@@ -492,17 +520,57 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
             }
             if method == http::Method::GET || method == http::Method::HEAD {
                 // dav-server asks for the metadata and then opens the document: open it now,
-                // one audited read instead of a stat and a read.
-                match tree.open_read(&p).await {
-                    Ok(h) => {
+                // one audited read instead of a stat and a read. A GET of the whole document
+                // also gets its first chunk, read while the audit entry is committed.
+                let prefetch = if method == http::Method::GET && !ctx.is_ranged() {
+                    PREFETCH
+                } else {
+                    0
+                };
+                match tree.open_read_prefetch(&p, prefetch).await {
+                    Ok((h, first)) => {
                         let m = Meta::of(h.entry());
-                        ctx.stash_read(&key, h);
+                        ctx.stash_read(&key, h, first);
                         return Ok(Box::new(m) as Box<dyn DavMetaData>);
                     }
                     // A folder: described below.
                     Err(Error::Invalid(_)) => {}
                     Err(e) => return fail(ctx, e),
                 }
+            }
+            if method.as_str() == "PROPFIND" && ctx.propfind_children() {
+                // The node and its children in one read, audited once (a `List` for a folder);
+                // `read_dir` takes the children from the request.
+                let live_only = ctx.live_props_only();
+                let wanted = if live_only {
+                    PropsWanted::No
+                } else {
+                    PropsWanted::All
+                };
+                return match tree.stat_and_list(&p, wanted).await {
+                    Ok(l) => {
+                        let m = Meta::of(&l.node.entry);
+                        if !live_only {
+                            let sha = l.node.entry.sha256;
+                            let props = l.node.props;
+                            ctx.remember(&key, |n| {
+                                n.sha256 = sha;
+                                n.props = Some(props);
+                            });
+                        }
+                        if let Some(children) = l.children {
+                            ctx.stash_listing(&key, children);
+                        }
+                        Ok(Box::new(m) as Box<dyn DavMetaData>)
+                    }
+                    Err(e) => fail(ctx, e),
+                };
+            }
+            if method.as_str() == "PROPFIND" && ctx.live_props_only() {
+                return match tree.stat(&p).await {
+                    Ok(e) => Ok(Box::new(Meta::of(&e)) as Box<dyn DavMetaData>),
+                    Err(e) => fail(ctx, e),
+                };
             }
             if method.as_str() == "PROPFIND" {
                 // The properties come with the node (one audited read).
@@ -773,6 +841,8 @@ impl GuardedFileSystem<DavCtx<Principal>> for PortalDavFs {
 struct ReadFile {
     h: ReadHandle,
     pos: u64,
+    /// Bytes already read from the start of the document (a GET's first chunk).
+    first: Option<Bytes>,
 }
 
 impl DavFile for ReadFile {
@@ -788,6 +858,18 @@ impl DavFile for ReadFile {
     }
     fn read_bytes(&mut self, count: usize) -> FsFuture<'_, Bytes> {
         Box::pin(async move {
+            if let Some(first) = self.first.take()
+                && let Ok(at) = usize::try_from(self.pos)
+                && at < first.len()
+            {
+                let end = first.len().min(at.saturating_add(count));
+                let b = first.slice(at..end);
+                self.pos += b.len() as u64;
+                if end < first.len() {
+                    self.first = Some(first);
+                }
+                return Ok(b);
+            }
             let b = self
                 .h
                 .read_at(self.pos, count)

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod fs;
 pub mod lock_system;
 pub mod mount;
+mod propfind;
 pub mod quirks;
 pub mod server;
 

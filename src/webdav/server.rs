@@ -114,12 +114,21 @@ struct RequestState {
     oc_mtime: Option<SystemTime>,
     oc_checksums: bool,
     nodes: Mutex<HashMap<String, NodeInfo>>,
-    /// A document already opened (and audited) for this GET.
-    read: Mutex<Option<(String, crate::tree::ReadHandle)>>,
+    /// A document already opened (and audited) for this GET, with its first bytes.
+    read: Mutex<Option<(String, crate::tree::ReadHandle, Bytes)>>,
+    /// The request has a `Range` header (a GET then reads from elsewhere than the start).
+    ranged: bool,
     /// A plain PUT (no conditions, no range): its upload may be opened at `metadata`.
     plain_put: bool,
     /// The upload opened for this PUT.
     write: Mutex<Option<(String, crate::tree::Upload)>>,
+    /// A PROPFIND that lists the node's children (`Depth: 1`): the node and its children are
+    /// read together, audited once.
+    propfind_children: bool,
+    /// The PROPFIND asks only for live properties: no dead properties need reading.
+    live_props_only: std::sync::atomic::AtomicBool,
+    /// The children read with the node for this PROPFIND.
+    listing: Mutex<Option<(String, Vec<crate::tree::ListedEntry>)>>,
 }
 
 impl<P> DavCtx<P> {
@@ -152,8 +161,12 @@ impl<P> DavCtx<P> {
                 .get_all("if")
                 .iter()
                 .any(|v| v.as_bytes().contains(&b'['));
+        let propfind_children = method.as_str() == "PROPFIND"
+            && !matches!(quirks::depth(headers), Ok(Some(Depth::Zero)));
         self.state = Arc::new(RequestState {
             plain_put: method == Method::PUT && !conditional,
+            propfind_children,
+            ranged: headers.contains_key(header::RANGE),
             method,
             oc_mtime,
             oc_checksums,
@@ -193,29 +206,79 @@ impl<P> DavCtx<P> {
         }
     }
 
+    /// Whether this PROPFIND lists the node's children too (any `Depth` but `0`).
+    pub(crate) fn propfind_children(&self) -> bool {
+        self.state.propfind_children
+    }
+
+    /// Marks this PROPFIND as asking for live properties only.
+    pub(crate) fn set_live_props_only(&self) {
+        self.state
+            .live_props_only
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this PROPFIND asks for live properties only (dead ones need not be read).
+    pub(crate) fn live_props_only(&self) -> bool {
+        self.state
+            .live_props_only
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Keeps the children read with a node for the `read_dir` that follows.
+    pub(crate) fn stash_listing(&self, path: &str, children: Vec<crate::tree::ListedEntry>) {
+        *self
+            .state
+            .listing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((path.to_string(), children));
+    }
+
+    /// The children of `path` read earlier in this request, if any.
+    pub(crate) fn take_listing(&self, path: &str) -> Option<Vec<crate::tree::ListedEntry>> {
+        let mut r = self
+            .state
+            .listing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match r.take() {
+            Some((p, l)) if p == path => Some(l),
+            other => {
+                *r = other;
+                None
+            }
+        }
+    }
+
     /// The request's method (`GET` for a context made with [`DavCtx::new`]).
     pub fn method(&self) -> &Method {
         &self.state.method
     }
 
-    /// Keeps a document opened while answering `metadata` for the `open` that follows.
-    pub(crate) fn stash_read(&self, path: &str, h: crate::tree::ReadHandle) {
+    /// Whether the request has a `Range` header.
+    pub(crate) fn is_ranged(&self) -> bool {
+        self.state.ranged
+    }
+
+    /// Keeps a document opened while answering `metadata` (with the bytes read from its start)
+    /// for the `open` that follows.
+    pub(crate) fn stash_read(&self, path: &str, h: crate::tree::ReadHandle, first: Bytes) {
         *self
             .state
             .read
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((path.to_string(), h));
+            .unwrap_or_else(PoisonError::into_inner) = Some((path.to_string(), h, first));
     }
 
-    /// The document opened for `path` earlier in this request, if any.
-    pub(crate) fn take_read(&self, path: &str) -> Option<crate::tree::ReadHandle> {
+    /// The document opened for `path` earlier in this request (and its first bytes), if any.
+    pub(crate) fn take_read(&self, path: &str) -> Option<(crate::tree::ReadHandle, Bytes)> {
         let mut r = self
             .state
             .read
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match r.take() {
-            Some((p, h)) if p == path => Some(h),
+            Some((p, h, first)) if p == path => Some((h, first)),
             other => {
                 *r = other;
                 None
@@ -681,6 +744,28 @@ where
             } else {
                 None
             };
+            if method.as_str() == "PROPFIND"
+                && let Some(live) = super::propfind::live_props(&bytes)
+            {
+                let ua = parts
+                    .headers
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let children = depth != Some(Depth::Zero);
+                if let Some(resp) = super::propfind::answer(
+                    &*self.inner.fs,
+                    parts.uri.path(),
+                    children,
+                    &live,
+                    &ctx,
+                    ua,
+                )
+                .await
+                {
+                    return self.explain(resp, &ctx);
+                }
+            }
             let uri = parts.uri.clone();
             let req = Request::from_parts(parts, http_body_util::Full::new(bytes));
             let resp = self.dispatch(req, who, ctx.clone()).await;
