@@ -64,8 +64,16 @@ pub struct TransportConfig {
     pub max_packet_len: u32,
     /// How many bytes of client requests may wait for russh-sftp, per session. Default 32 MiB. The
     /// pump stops draining (back-pressure onto the SSH connection) only when this is full, which a
-    /// client reading its responses never reaches. Must be at least `max_packet_len + 4`.
+    /// client reading its responses never reaches. Must be at least `max_packet_len + 4`. Each
+    /// queued request is charged its length plus a fixed overhead for its bookkeeping.
     pub queue_bytes: usize,
+    /// How many of those bytes may belong to large requests (longer than 4 KiB: in practice
+    /// WRITEs), per session. Default 4 MiB, twice what OpenSSH or rclone keep in flight. Their
+    /// answers are small status packets, so holding writes back can't cause the flow-control
+    /// deadlock that small requests (READs, whose answers are large) could; it bounds the memory an
+    /// upload can queue while the server is slower than the client. Must be at least
+    /// `max_packet_len + 4 + 64` and at most `queue_bytes`.
+    pub bulk_bytes: usize,
     /// Bytes of responses buffered between russh-sftp and the writer task. Default 256 KiB.
     pub write_buffer: usize,
     /// Bytes a channel may send before its `sftp` subsystem has started. Default 64 KiB.
@@ -77,6 +85,7 @@ impl Default for TransportConfig {
         TransportConfig {
             max_packet_len: 256 * 1024,
             queue_bytes: 32 * 1024 * 1024,
+            bulk_bytes: 4 * 1024 * 1024,
             write_buffer: 256 * 1024,
             pre_start_bytes: 64 * 1024,
         }
@@ -99,6 +108,13 @@ impl TransportConfig {
                 self.queue_bytes, self.max_packet_len
             )));
         }
+        if self.bulk_bytes < frame + FRAME_OVERHEAD || self.bulk_bytes > self.queue_bytes {
+            return Err(SftpError::Config(format!(
+                "bulk_bytes {} must hold one packet of max_packet_len {} and not exceed \
+                 queue_bytes {}",
+                self.bulk_bytes, self.max_packet_len, self.queue_bytes
+            )));
+        }
         if self.queue_bytes > Semaphore::MAX_PERMITS {
             return Err(SftpError::Config(format!(
                 "queue_bytes {} is too large",
@@ -117,6 +133,12 @@ impl TransportConfig {
 
 // ---------------------------------------------------------------------------------------------
 // Framing
+
+/// What a queued frame costs the queue's budget beyond its bytes (its bookkeeping).
+const FRAME_OVERHEAD: usize = 64;
+/// Frames up to this length are copied out of the framer's buffer when queued, so that a small
+/// request doesn't keep a whole received chunk alive; longer ones are charged to the bulk budget.
+const SMALL_FRAME: usize = 4096;
 
 /// A violation of SFTP framing by the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -336,6 +358,8 @@ struct QueuedFrame {
     bytes: Bytes,
     reply: bool,
     _permit: OwnedSemaphorePermit,
+    /// The bulk budget's share, for large frames.
+    _bulk: Option<OwnedSemaphorePermit>,
 }
 
 /// The read side handed to russh-sftp: whole frames from the pump, end-of-stream when the pump
@@ -524,6 +548,7 @@ impl ChannelTransport {
         let pump = Pump {
             queue: Some(tx),
             budget: Arc::new(Semaphore::new(config.queue_bytes)),
+            bulk: Arc::new(Semaphore::new(config.bulk_bytes)),
             framer: Framer::new(config.max_packet_len),
             aborted,
             started: started.clone(),
@@ -567,6 +592,8 @@ struct Pump {
     /// `None` once the queue is closed (client EOF, violation, or russh-sftp gone).
     queue: Option<mpsc::UnboundedSender<QueuedFrame>>,
     budget: Arc<Semaphore>,
+    /// The share of `budget` large frames may take.
+    bulk: Arc<Semaphore>,
     framer: Framer,
     aborted: Arc<AtomicBool>,
     started: Arc<AtomicBool>,
@@ -642,20 +669,35 @@ impl Pump {
                 Verdict::Reply(status) => (status, true),
                 Verdict::Violation(why) => return Err(why),
             };
-            // A frame is at most max_packet_len + 4 <= queue_bytes (validated), and a reply is
-            // far smaller, so this fits.
-            let need = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-            let permit = tokio::select! {
-                p = self.budget.clone().acquire_many_owned(need) => p,
+            // A frame is at most max_packet_len + 4 (+ overhead) <= bulk_bytes <= queue_bytes
+            // (validated), and a reply is far smaller, so this fits.
+            let need = u32::try_from(bytes.len() + FRAME_OVERHEAD).unwrap_or(u32::MAX);
+            let (bytes, bulk) = if bytes.len() <= SMALL_FRAME {
+                (Bytes::copy_from_slice(&bytes), None)
+            } else {
+                (bytes, Some(self.bulk.clone()))
+            };
+            let acquired = tokio::select! {
+                p = async {
+                    let b = match bulk {
+                        Some(b) => Some(b.acquire_many_owned(need).await?),
+                        None => None,
+                    };
+                    Ok::<_, tokio::sync::AcquireError>((
+                        self.budget.clone().acquire_many_owned(need).await?,
+                        b,
+                    ))
+                } => p,
                 () = self.cancel.cancelled() => return Ok(()),
             };
-            let Ok(permit) = permit else {
+            let Ok((permit, bulk)) = acquired else {
                 return Err("internal: queue budget closed".to_owned());
             };
             let item = QueuedFrame {
                 bytes,
                 reply,
                 _permit: permit,
+                _bulk: bulk,
             };
             if queue.send(item).is_err() {
                 // russh-sftp ended (its reader was dropped): keep draining, forward nothing.
@@ -757,7 +799,9 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::timeout;
 
     fn frame(body: &[u8]) -> Vec<u8> {
         let mut v = (body.len() as u32).to_be_bytes().to_vec();
@@ -833,6 +877,88 @@ mod tests {
             ..TransportConfig::default()
         };
         assert!(tiny_packets.validate().is_err());
+        let small_bulk = TransportConfig {
+            bulk_bytes: 256 * 1024,
+            ..TransportConfig::default()
+        };
+        assert!(small_bulk.validate().is_err());
+        let bulk_over_queue = TransportConfig {
+            bulk_bytes: 33 * 1024 * 1024,
+            ..TransportConfig::default()
+        };
+        assert!(bulk_over_queue.validate().is_err());
+    }
+
+    fn write_request(id: u32, data_len: usize) -> Vec<u8> {
+        let mut b = vec![SSH_FXP_WRITE];
+        b.extend_from_slice(&id.to_be_bytes());
+        b.extend_from_slice(&2u32.to_be_bytes());
+        b.extend_from_slice(b"h1");
+        b.extend_from_slice(&0u64.to_be_bytes());
+        b.extend_from_slice(&(data_len as u32).to_be_bytes());
+        b.extend(std::iter::repeat_n(7u8, data_len));
+        frame(&b)
+    }
+
+    fn stat_request(id: u32) -> Vec<u8> {
+        let mut b = vec![17u8];
+        b.extend_from_slice(&id.to_be_bytes());
+        b.extend_from_slice(&2u32.to_be_bytes());
+        b.extend_from_slice(b"/x");
+        frame(&b)
+    }
+
+    #[tokio::test]
+    async fn large_requests_wait_on_the_bulk_budget_small_ones_do_not() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let one_write = 32 * 1024 + 64 + 27;
+        let mut pump = Pump {
+            queue: Some(tx),
+            budget: Arc::new(Semaphore::new(1 << 20)),
+            bulk: Arc::new(Semaphore::new(2 * (one_write + FRAME_OVERHEAD))),
+            framer: Framer::new(64 * 1024),
+            aborted: Arc::new(AtomicBool::new(false)),
+            started: Arc::new(AtomicBool::new(true)),
+            cancel: CancellationToken::new(),
+            pre_start_left: 0,
+            counters: Arc::new(Counters::default()),
+            _slot: Arc::new(None),
+        };
+        let quick = Duration::from_millis(200);
+        // Two writes fit the bulk budget; small requests never wait on it.
+        for id in 1..=2 {
+            let w = write_request(id, 32 * 1024 + 64);
+            assert_eq!(w.len(), one_write);
+            timeout(quick, pump.on_data(&w)).await.unwrap().unwrap();
+        }
+        for id in 3..=50 {
+            timeout(quick, pump.on_data(&stat_request(id)))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        // A third write waits until a queued write is taken off the queue.
+        let third = write_request(51, 32 * 1024 + 64);
+        let blocked = {
+            let fut = pump.on_data(&third);
+            tokio::pin!(fut);
+            assert!(
+                timeout(quick, &mut fut).await.is_err(),
+                "the third write must wait"
+            );
+            let first = rx.recv().await.unwrap();
+            assert_eq!(first.bytes.len(), one_write);
+            assert!(first._bulk.is_some());
+            drop(first);
+            timeout(quick, fut).await
+        };
+        blocked.unwrap().unwrap();
+        // Small frames were copied out of the framer's buffer and hold no bulk permit.
+        let second = rx.recv().await.unwrap();
+        assert!(second._bulk.is_some());
+        let small = rx.recv().await.unwrap();
+        assert!(small._bulk.is_none());
+        assert_eq!(&small.bytes[..], &stat_request(3)[..]);
     }
 
     fn queued(budget: &Arc<Semaphore>, b: &[u8], reply: bool) -> QueuedFrame {
@@ -843,6 +969,7 @@ mod tests {
                 .clone()
                 .try_acquire_many_owned(b.len() as u32)
                 .unwrap(),
+            _bulk: None,
         }
     }
 

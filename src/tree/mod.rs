@@ -23,6 +23,7 @@
 //! an open download on its next read and an upload at commit.
 
 mod handles;
+mod probes;
 mod props;
 pub mod resolve;
 
@@ -225,6 +226,8 @@ pub(crate) fn object_of(path: &str) -> String {
 pub struct Tree {
     portal: Portal,
     actor: Actor,
+    /// Audit entries of stat probes waiting for the next commit ([`Tree::with_deferred_probes`]).
+    probes: Option<std::sync::Arc<probes::Pending>>,
 }
 
 /// Checks a name that is about to be created: canonical, and not taken by a folder or a live
@@ -596,7 +599,11 @@ fn list_node<T: Tx + ?Sized>(
 
 impl Tree {
     pub(crate) fn new(portal: Portal, actor: Actor) -> Self {
-        Tree { portal, actor }
+        Tree {
+            portal,
+            actor,
+            probes: None,
+        }
     }
 
     /// Who this tree belongs to.
@@ -617,16 +624,20 @@ impl Tree {
         document: Option<DocumentId>,
         outcome: Outcome,
     ) -> Result<()> {
-        self.portal
-            .audit(NewEntry {
-                actor: self.actor.clone(),
-                matter,
-                document,
-                object,
-                action,
-                outcome,
-            })
-            .await
+        let e = NewEntry {
+            actor: self.actor.clone(),
+            matter,
+            document,
+            object,
+            action,
+            outcome,
+        };
+        let mut entries = self.take_probes();
+        if entries.is_empty() {
+            return self.portal.audit(e).await;
+        }
+        entries.push(e);
+        probes::commit_entries(&self.portal, entries).await
     }
 
     /// Runs a read-only operation: resolve + check in a read transaction, then the audit entry.
@@ -676,10 +687,14 @@ impl Tree {
         F: FnMut(&mut WriteCtx<'_>, &Actor, Vec<Node>) -> Result<R> + Send + 'static,
     {
         let actor = self.actor.clone();
+        let earlier = self.take_probes();
         self.portal
             .inner
             .store
             .write(move |ctx| {
+                for e in &earlier {
+                    audit::append(ctx, e.clone())?;
+                }
                 let mut nodes = Vec::with_capacity(paths.len());
                 let mut res: Result<R> = Err(Error::NotFound(String::new()));
                 let mut resolved = true;
@@ -853,11 +868,14 @@ impl Tree {
     ) -> Result<Entry> {
         let object = object_of(&path.to_string());
         let actor = self.actor.clone();
-
+        let earlier = self.take_probes();
         self.portal
             .inner
             .store
             .write(move |ctx| {
+                for e in &earlier {
+                    audit::append(ctx, e.clone())?;
+                }
                 let node = resolve(&ctx.db(), actor.principal, &path);
                 let (m, d) = node
                     .as_ref()
