@@ -112,6 +112,21 @@ impl PortalSftp {
     }
 }
 
+impl Drop for PortalSftp {
+    fn drop(&mut self) {
+        // The session is over: commit its last probes' audit entries now rather than after the
+        // flush delay.
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            let tree = self.tree.clone();
+            h.spawn(async move {
+                if let Err(e) = tree.flush_probes().await {
+                    tracing::warn!(error = %e, "probe audit entries not committed");
+                }
+            });
+        }
+    }
+}
+
 fn abs(p: &str) -> String {
     if p.starts_with('/') {
         p.to_string()

@@ -147,6 +147,12 @@ impl Tree {
         res
     }
 
+    /// Commits the pending probe entries now (nothing to do unless the tree defers probes). For a
+    /// front end whose session ends.
+    pub async fn flush_probes(&self) -> Result<()> {
+        commit_entries(&self.portal, self.take_probes()).await
+    }
+
     /// Entries of earlier probes to commit ahead of this operation's own (empty unless the tree
     /// defers probes).
     pub(crate) fn take_probes(&self) -> Vec<NewEntry> {
