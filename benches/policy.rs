@@ -16,7 +16,6 @@
 //! Run: `cargo bench -j2 --bench policy -- --sample-size 10`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use redb::ReadableDatabase;
 use sdx_portal::crypto::KeyFile;
 use sdx_portal::model::*;
 use sdx_portal::path::PortalPath;

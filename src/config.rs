@@ -46,6 +46,10 @@
 //! shutdown_grace_secs = 10               # how long transfers may finish after SIGTERM
 //! cache_mib = 64                         # database page cache
 //!
+//! [storage]
+//! durability = "immediate"               # or "batched": see StorageSettings
+//! flush_interval_ms = 200                # batched: longest time an acknowledged write is unsynced
+//!
 //! [log]
 //! level = "info"                         # or a filter such as "info,sdx_portal::webdav=debug"
 //! format = "text"                        # or "json"
@@ -209,6 +213,60 @@ impl Default for Limits {
     }
 }
 
+/// `durability` of `[storage]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// Every acknowledged operation is fsynced (database commit, uploaded file and directory).
+    #[default]
+    Immediate,
+    /// Operations are fsynced in groups, at most `flush_interval_ms` after the first unsynced one.
+    Batched,
+}
+
+/// `[storage]`: when acknowledged writes reach the disk.
+///
+/// - `durability = "immediate"` (default): an acknowledged upload, change or audit entry has been
+///   fsynced; a power loss loses nothing that was acknowledged.
+/// - `durability = "batched"`: operations are acknowledged once committed (visible to every
+///   client at once) and fsynced together at most `flush_interval_ms` later (default 200), as
+///   well as on a clean shutdown (SIGTERM/SIGINT) and before a backup or a purge deletes files.
+///   A crash of the machine (power loss, kernel panic) or a SIGKILL of the server can lose the
+///   operations acknowledged in that last interval, with their audit entries; it never leaves a
+///   partial document or a corrupt database, and `sdx audit verify` still passes (the chain ends
+///   at the last durable commit). The same class of guarantee as Apache mod_dav, OpenSSH's
+///   sftp-server, Nextcloud or SFTPGo, which do not fsync per operation. Much faster for many
+///   small files. See [`crate::store::Durability`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    /// `"immediate"` or `"batched"`.
+    pub durability: DurabilityMode,
+    /// Batched mode: most milliseconds between a commit and its fsync (1..=60000).
+    pub flush_interval_ms: u64,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings {
+            durability: DurabilityMode::Immediate,
+            flush_interval_ms: crate::store::DEFAULT_FLUSH_INTERVAL.as_millis() as u64,
+        }
+    }
+}
+
+impl StorageSettings {
+    /// The store's durability for these settings.
+    pub fn durability(&self) -> crate::store::Durability {
+        match self.durability {
+            DurabilityMode::Immediate => crate::store::Durability::Immediate,
+            DurabilityMode::Batched => crate::store::Durability::Batched {
+                flush_interval: std::time::Duration::from_millis(self.flush_interval_ms),
+            },
+        }
+    }
+}
+
 /// `[log]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -249,6 +307,8 @@ pub struct ServerConfig {
     pub lockout: Option<ThrottleConfig>,
     /// Resource bounds.
     pub limits: Limits,
+    /// Durability of acknowledged writes.
+    pub storage: StorageSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -273,6 +333,7 @@ impl Default for ServerConfig {
             mail: None,
             lockout: None,
             limits: Limits::default(),
+            storage: StorageSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -305,6 +366,8 @@ struct Raw {
     lockout: Option<ThrottleConfig>,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    storage: StorageSettings,
     #[serde(default)]
     log: Option<Spanned<LogSettings>>,
 }
@@ -483,6 +546,14 @@ impl ServerConfig {
         c.mail = raw.mail;
         c.lockout = raw.lockout;
         c.limits = raw.limits;
+        c.storage = raw.storage;
+        if !(1..=60_000).contains(&c.storage.flush_interval_ms) {
+            return Err(ConfigError {
+                file: None,
+                line: None,
+                message: "[storage]: flush_interval_ms must be between 1 and 60000".into(),
+            });
+        }
         if let Some(log) = raw.log {
             let span = log.span();
             let log = log.into_inner();
@@ -615,6 +686,9 @@ sftp_address = "portal.example.com:2022"
 invite_ttl_hours = 48
 [limits]
 shutdown_grace_secs = 3
+[storage]
+durability = "batched"
+flush_interval_ms = 50
 [log]
 level = "debug"
 format = "json"
@@ -638,6 +712,12 @@ format = "json"
             Some("https://portal.example.com/")
         );
         assert_eq!(c.accounts.firm_name.as_deref(), Some("Demo & Co"));
+        assert_eq!(
+            c.storage.durability(),
+            crate::store::Durability::Batched {
+                flush_interval: std::time::Duration::from_millis(50)
+            }
+        );
         assert_eq!(
             c.accounts.sftp_address.as_deref(),
             Some("portal.example.com:2022")

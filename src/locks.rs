@@ -36,7 +36,7 @@
 
 use crate::crypto::{Scope, Sealer};
 use crate::model::{Millis, now_millis};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -484,7 +484,8 @@ struct Change {
 }
 
 struct Inner {
-    db: Arc<redb::Database>,
+    /// The database handle (reopened by the store after a storage failure).
+    db: crate::store::DbCell,
     sealer: Arc<dyn Sealer>,
     limits: LockLimits,
     state: RwLock<State>,
@@ -508,18 +509,21 @@ impl fmt::Debug for LockManager {
 impl LockManager {
     /// Opens the lock manager on `db` with default [`LockLimits`], creating its table if needed,
     /// loading every stored lock and sweeping expired ones.
-    pub async fn open(db: Arc<redb::Database>, sealer: Arc<dyn Sealer>) -> crate::Result<Self> {
+    pub async fn open(
+        db: impl Into<crate::store::DbCell>,
+        sealer: Arc<dyn Sealer>,
+    ) -> crate::Result<Self> {
         Self::open_with_limits(db, sealer, LockLimits::default()).await
     }
 
     /// Like [`LockManager::open`] with explicit limits.
     pub async fn open_with_limits(
-        db: Arc<redb::Database>,
+        db: impl Into<crate::store::DbCell>,
         sealer: Arc<dyn Sealer>,
         limits: LockLimits,
     ) -> crate::Result<Self> {
         let inner = Arc::new(Inner {
-            db,
+            db: db.into(),
             sealer,
             limits,
             state: RwLock::new(State::default()),
@@ -886,6 +890,12 @@ impl LockManager {
                         table.insert(e.info.token.as_bytes(), v.as_slice())?;
                     }
                 }
+                // This commit is durable: with the store in batched mode it also makes the store's
+                // pending commits durable, so their blob files go to disk first.
+                inner
+                    .db
+                    .sync_pending_files()
+                    .map_err(|e| LockError::Storage(format!("syncing uploaded files: {e}")))?;
                 txn.commit()?;
                 let mut state = inner.state.write().unwrap_or_else(PoisonError::into_inner);
                 for t in &change.remove {
@@ -972,6 +982,7 @@ fn load(inner: &Inner) -> crate::Result<usize> {
 mod tests {
     use super::*;
     use crate::crypto::PlainSealer;
+    use redb::ReadableDatabase;
 
     fn req(path: &str, who: &str, scope: LockScope, depth: LockDepth) -> LockRequest {
         LockRequest {

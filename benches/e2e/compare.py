@@ -286,21 +286,35 @@ def start_servers(W, cleanup, sdx_bin, setup_bin, me):
     t0 = time.time()
     run([setup_bin, data, EMAIL, PASSWORD, key + ".pub", str(LIST_N)])
     log(f"sdx data dir provisioned ({LIST_N:,} documents) in {time.time() - t0:.1f} s")
-    wp, sp = free_port(), free_port()
-    cmd = [sdx_bin, "serve", "--data", data, "--webdav", f"127.0.0.1:{wp}",
-           "--sftp", f"127.0.0.1:{sp}"]
-    cmd += ["--tls-cert", cert, "--tls-key", tkey] if TLS else ["--insecure-http"]
+    # Two sdx servers over copies of the same data dir: the default (every acknowledged operation
+    # fsynced) and `[storage] durability = "batched"` (fsynced in groups within 200 ms; the peers
+    # fsync nothing). SDX_VARIANTS="sdx" or "sdx-batched" runs one of them only.
+    data_b = os.path.join(W, "sdx-data-batched")
+    shutil.copytree(data, data_b, symlinks=True)
+    conf_b = os.path.join(W, "sdx-batched.toml")
+    with open(conf_b, "w") as f:
+        f.write('[storage]\ndurability = "batched"\nflush_interval_ms = 200\n')
+    variants = os.environ.get("SDX_VARIANTS", "sdx sdx-batched").split()
     extra = dict(kv.split("=", 1) for kv in os.environ.get("SDX_ENV", "").split() if "=" in kv)
-    p = spawn(cleanup, cmd, os.path.join(W, "sdx.log"),
-              env={**os.environ, "SDX_LOG": "warn", **extra})
-    wait_port(wp, p, "sdx (WebDAV)")
-    wait_port(sp, p, "sdx (SFTP)")
-    blobdir = os.path.join(data, "blobs")
-    servers["webdav"].append(Server(
-        "sdx", "webdav", p, False, base=f"{scheme}://127.0.0.1:{wp}/dav/{MATTER.replace(' ', '%20')}",
-        user=EMAIL, pw=PASSWORD, blobdir=blobdir))
-    servers["sftp"].append(Server(
-        "sdx", "sftp", p, False, port=sp, user=EMAIL, root=f"/{MATTER}", blobdir=blobdir))
+    for name, d, conf in [("sdx", data, None), ("sdx-batched", data_b, conf_b)]:
+        if name not in variants:
+            continue
+        wp, sp = free_port(), free_port()
+        cmd = [sdx_bin, "serve", "--data", d, "--webdav", f"127.0.0.1:{wp}",
+               "--sftp", f"127.0.0.1:{sp}"]
+        cmd += ["--config", conf] if conf else []
+        cmd += ["--tls-cert", cert, "--tls-key", tkey] if TLS else ["--insecure-http"]
+        p = spawn(cleanup, cmd, os.path.join(W, f"{name}.log"),
+                  env={**os.environ, "SDX_LOG": "warn", **extra})
+        wait_port(wp, p, f"{name} (WebDAV)")
+        wait_port(sp, p, f"{name} (SFTP)")
+        blobdir = os.path.join(d, "blobs")
+        servers["webdav"].append(Server(
+            name, "webdav", p, False,
+            base=f"{scheme}://127.0.0.1:{wp}/dav/{MATTER.replace(' ', '%20')}",
+            user=EMAIL, pw=PASSWORD, blobdir=blobdir))
+        servers["sftp"].append(Server(
+            name, "sftp", p, False, port=sp, user=EMAIL, root=f"/{MATTER}", blobdir=blobdir))
 
     # --- Apache mod_dav_fs
     aroot = os.path.join(W, "apache-root")
@@ -416,7 +430,8 @@ def start_servers(W, cleanup, sdx_bin, setup_bin, me):
         disk=os.path.join(oroot, MATTER, "Uploads")))
 
     # the reference peer of each protocol comes second in the list (ratios: sdx / each peer)
-    order = {"webdav": ["sdx", "apache", "rclone"], "sftp": ["sdx", "openssh", "rclone"]}
+    order = {"webdav": ["sdx", "sdx-batched", "apache", "rclone"],
+             "sftp": ["sdx", "sdx-batched", "openssh", "rclone"]}
     for proto in servers:
         servers[proto].sort(key=lambda s: order[proto].index(s.name))
     groups = {"webdav": servers["webdav"]}
@@ -433,7 +448,7 @@ def start_servers(W, cleanup, sdx_bin, setup_bin, me):
             else:
                 log(f"{s.name} SFTP does not work with {c}: left out of that group "
                     f"({r.stderr.decode(errors='replace').strip()[-200:]})")
-        if g and g[0].name == "sdx":
+        if g and g[0].name.startswith("sdx"):
             groups[g[0].tag] = g
         else:
             raise Fail(f"sdx SFTP does not work with {c}")
@@ -737,45 +752,49 @@ def fmt(v):
 def report(results, servers):
     lines = []
     md = []
-    head = (f"sdx end-to-end comparison: {RUNS} round(s), servers interleaved (order rotated per "
+    head = (f"sdx end-to-end comparison (sdx: durability immediate, sdx-batched: batched 200 ms): {RUNS} round(s), servers interleaved (order rotated per "
             f"round); WebDAV {'HTTPS (TLS 1.3 ' + TLS13_CIPHER + ')' if TLS else 'plain HTTP'} "
             f"HTTP/1.1 via curl; SFTP via OpenSSH sftp, one group per cipher")
     lines.append(head)
     lines.append("value: median (min-max) over rounds; ratio: sdx speed / peer speed, median of the"
                  " per-round ratios (>= 1.00x means sdx is at least as fast); RSS: the server's peak"
                  " during the workload, median (max) over rounds")
-    md.append("| protocol | workload | server | median | min–max | sdx ratio | peak RSS MiB median (max) | CPU |")
-    md.append("|---|---|---|---|---|---|---|---|")
+    md.append("| protocol | workload | server | median | min–max | sdx ratio | sdx-batched ratio | peak RSS MiB median (max) | CPU |")
+    md.append("|---|---|---|---|---|---|---|---|---|")
     for proto in servers:
         lines.append("")
         lines.append(proto)
-        lines.append(f"{'':<7} {'workload':<28} {'server':<8} {'median':>9} "
-                     f"{'(min-max)':>19} {'sdx ratio':>16} {'RSS MiB':>11} {'CPU':>14}")
+        lines.append(f"{'':<7} {'workload':<28} {'server':<11} {'median':>9} "
+                     f"{'(min-max)':>19} {'sdx ratio':>16} {'batched ratio':>16} {'RSS MiB':>11} {'CPU':>14}")
         for key, label, unit, higher in WORKLOADS:
             runs_by = {s.name: results.get((proto, key, s.name), []) for s in servers[proto]}
-            sdx_runs = runs_by.get("sdx", [])
             for s in servers[proto]:
                 ms = runs_by[s.name]
                 if not ms:
                     continue
                 vals = [metric(key, m) for m in ms]
                 med = statistics.median(vals)
-                ratio = ""
-                if s.name != "sdx" and sdx_runs:
+                ratios = []
+                for v in ("sdx", "sdx-batched"):
+                    vr = runs_by.get(v, [])
+                    if s.name.startswith("sdx") or not vr:
+                        ratios.append("")
+                        continue
                     per = []
-                    for a, b in zip(sdx_runs, ms):
+                    for a, b in zip(vr, ms):
                         va, vb = metric(key, a), metric(key, b)
                         per.append(va / vb if higher else vb / va)
-                    ratio = f"{statistics.median(per):.2f}x ({min(per):.2f}-{max(per):.2f})"
+                    ratios.append(f"{statistics.median(per):.2f}x ({min(per):.2f}-{max(per):.2f})")
                 rss_v = [m["rss_mib"] for m in ms]
                 rss = f"{statistics.median(rss_v):.0f} ({max(rss_v):.0f})"
                 cpus = [cpu_metric(key, m) for m in ms]
                 cpu = f"{statistics.median(c for c, _ in cpus):.2f} {cpus[0][1]}"
                 rng = f"({fmt(min(vals))}-{fmt(max(vals))})"
-                lines.append(f"{'':<7} {label + ' ' + unit:<28} {s.name:<8} {fmt(med):>9} "
-                             f"{rng:>19} {ratio:>16} {rss:>11} {cpu:>14}")
+                lines.append(f"{'':<7} {label + ' ' + unit:<28} {s.name:<11} {fmt(med):>9} "
+                             f"{rng:>19} {ratios[0]:>16} {ratios[1]:>16} {rss:>11} {cpu:>14}")
                 md.append(f"| {proto} | {label} ({unit}) | {s.name} | {fmt(med)} | "
-                          f"{fmt(min(vals))}–{fmt(max(vals))} | {ratio or '—'} | {rss} | {cpu} |")
+                          f"{fmt(min(vals))}–{fmt(max(vals))} | {ratios[0] or '—'} | "
+                          f"{ratios[1] or '—'} | {rss} | {cpu} |")
     return "\n".join(lines), "\n".join(md)
 
 
@@ -816,7 +835,7 @@ def main():
                         for key_ in group:
                             m = measure(s, getattr(b, key_), r)
                             results.setdefault((proto, key_, s.name), []).append(m)
-                            log(f"round {r + 1}/{RUNS} {proto:<22} {key_:<10} {s.name:<8} "
+                            log(f"round {r + 1}/{RUNS} {proto:<22} {key_:<10} {s.name:<11} "
                                 f"{fmt(metric(key_, m)):>8} {dict(WORKLOADS_UNITS)[key_]:<7} "
                                 f"cpu {m['cpu']:.2f}s rss {m['rss_mib']:.0f} MiB")
                         if group == ("conc_up",):

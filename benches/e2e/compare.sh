@@ -10,7 +10,8 @@
 # three, same certificate, TLS 1.3 AES-256-GCM); ONLY=webdav|sftp; SFTP_CIPHER (default
 # aes256-gcm@openssh.com); WORKLOADS="big small list conc" (a subset); SDX_ENV="K=V" (extra
 # environment for sdx only); SDX=path (another sdx build); KEEP=1 keeps the work dir; OUT=table.md
-# and JSON=raw.json save the results.
+# and JSON=raw.json save the results; SDX_VARIANTS="sdx sdx-batched" (default both: durability
+# immediate and batched, over copies of the same data dir).
 # Needs: cargo, python3, curl, openssl, apache2 (+ mod_dav_fs, mod_ssl), htpasswd, rclone, sshd,
 # sftp, ssh-keygen. Run as root or as a user who may run sshd/apache2 (see BENCHMARKS.md).
 set -euo pipefail

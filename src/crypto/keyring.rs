@@ -88,7 +88,8 @@ impl MatterKeys {
 }
 
 struct Inner {
-    db: Arc<redb::Database>,
+    /// The database handle (reopened by the store after a storage failure).
+    db: crate::store::DbCell,
     master: RwLock<Master>,
     firm: FirmKeys,
     matters: Mutex<HashMap<MatterId, Arc<MatterKeys>>>,
@@ -146,7 +147,12 @@ impl Keyring {
     ///
     /// Errors: [`Error::Key`] if the provider has no key or the key is not the one this database
     /// was set up with; [`Error::Integrity`] if the stored key records are damaged.
-    pub fn open(db: Arc<redb::Database>, provider: &dyn KeyProvider) -> Result<Keyring> {
+    pub fn open(
+        db: impl Into<crate::store::DbCell>,
+        provider: &dyn KeyProvider,
+    ) -> Result<Keyring> {
+        let cell: crate::store::DbCell = db.into();
+        let db = cell.get()?;
         let master = provider.master_key()?;
         let source = provider.describe();
         let wrap_key = master.secret().derive(WRAP_INFO);
@@ -181,9 +187,10 @@ impl Keyring {
             audit: firm_root.derive(b"sdx firm audit v1"),
         };
         drop(firm_root);
+        drop(db);
         Ok(Keyring {
             inner: Arc::new(Inner {
-                db,
+                db: cell,
                 master: RwLock::new(Master {
                     wrap: wrap_key,
                     source,
@@ -201,7 +208,7 @@ impl Keyring {
     }
 
     /// The database the keys live in.
-    pub fn database(&self) -> &Arc<redb::Database> {
+    pub fn database(&self) -> &crate::store::DbCell {
         &self.inner.db
     }
 
@@ -246,6 +253,8 @@ impl Keyring {
         // Hold the master lock across commit + swap: no reader may pair the new records with the
         // old wrap key or vice versa.
         let mut guard = self.inner.master.write().unwrap_or_else(|p| p.into_inner());
+        // A durable commit: the store's pending batched commits' blob files go to disk first.
+        self.inner.db.sync_pending_files()?;
         txn.commit()?;
         guard.wrap = new_wrap;
         guard.source = new.describe();

@@ -305,6 +305,11 @@ impl Portal {
                 },
             )
             .await?;
+        if !freed.is_empty() {
+            // The purge must be durable before its blobs go: a crash must not bring back a
+            // version whose file is deleted (batched durability; immediate returns at once).
+            self.inner.store.sync().await?;
+        }
         for b in freed {
             self.inner.blobs.remove(matter, &b).await?;
         }

@@ -93,6 +93,7 @@ pub struct PortalBuilder {
     blobs: Option<Arc<dyn BlobStore>>,
     cache_bytes: usize,
     accounts: credentials::AccountSetup,
+    store: store::StoreOptions,
 }
 
 impl PortalBuilder {
@@ -105,6 +106,7 @@ impl PortalBuilder {
             blobs: None,
             cache_bytes: 64 << 20,
             accounts: Default::default(),
+            store: Default::default(),
         }
     }
     /// A portal held entirely in memory.
@@ -116,6 +118,7 @@ impl PortalBuilder {
             blobs: None,
             cache_bytes: 16 << 20,
             accounts: Default::default(),
+            store: Default::default(),
         }
     }
     /// Encrypts everything at rest under the master key from `provider`: records are sealed by the
@@ -140,22 +143,41 @@ impl PortalBuilder {
         self.cache_bytes = n;
         self
     }
+    /// When acknowledged writes reach the disk (default [`store::Durability::Immediate`]: each
+    /// operation is fsynced before it is acknowledged). With [`store::Durability::Batched`],
+    /// operations are acknowledged once committed in memory and fsynced in groups at most
+    /// `flush_interval` later: a crash of the machine can lose the operations (and their audit
+    /// entries) of that last interval, never consistency. See [`store::Durability`] for the exact
+    /// guarantee. A blob store passed to [`PortalBuilder::start_with`] must be opened with
+    /// [`PortalBuilder::deferred_blob_syncs`] as its [`crate::blob::encrypted::BlobOptions::deferred_sync`].
+    pub fn durability(mut self, d: store::Durability) -> Self {
+        self.store.durability = d;
+        self
+    }
+    /// The queue an encrypted blob store opened by the host must defer its syncs to (batched
+    /// durability); `None` with immediate durability (the blob store syncs each upload).
+    pub fn deferred_blob_syncs(&self) -> Option<store::SyncQueue> {
+        self.store
+            .durability
+            .is_batched()
+            .then(|| self.store.syncs.clone())
+    }
     /// Opens the portal.
     pub async fn open(self) -> Result<Portal> {
         let dir = self.dir.clone();
         let cache = self.cache_bytes;
-        let db = tokio::task::spawn_blocking(move || -> Result<redb::Database> {
+        let db = tokio::task::spawn_blocking(move || -> Result<store::DbCell> {
             match dir {
                 Some(d) => {
                     std::fs::create_dir_all(&d)?;
-                    store::open_database(&d.join("portal.redb"), cache)
+                    store::DbCell::open_file(&d.join("portal.redb"), cache)
                 }
-                None => store::memory_database(),
+                None => Ok(store::memory_database()?.into()),
             }
         })
         .await??;
-        let db = Arc::new(db);
         let encrypted = self.keys.is_some() || self.sealer.is_some();
+        let deferred = self.deferred_blob_syncs();
         let (mut sealer, mut blobs) = (self.sealer, self.blobs);
         if let Some(provider) = self.keys {
             let d = db.clone();
@@ -163,11 +185,16 @@ impl PortalBuilder {
             let (keys, store) = tokio::task::spawn_blocking(move || -> Result<_> {
                 let keys = crate::crypto::Keyring::open(d, provider.as_ref())?;
                 let store: Option<Arc<dyn BlobStore>> = match blob_dir {
-                    Some(bd) => Some(Arc::new(crate::blob::encrypted::EncryptedBlobStore::open(
-                        bd,
-                        keys.clone(),
-                        crate::crypto::Cipher::Aes256Gcm,
-                    )?)),
+                    Some(bd) => Some(Arc::new(
+                        crate::blob::encrypted::EncryptedBlobStore::open_with(
+                            bd,
+                            keys.clone(),
+                            crate::blob::encrypted::BlobOptions {
+                                deferred_sync: deferred,
+                                ..Default::default()
+                            },
+                        )?,
+                    )),
                     None => None,
                 };
                 Ok((keys, store))
@@ -180,7 +207,16 @@ impl PortalBuilder {
         }
         let sealer = sealer.unwrap_or_else(|| Arc::new(PlainSealer));
         let blobs = blobs.unwrap_or_else(|| Arc::new(MemBlobStore::default()));
-        Portal::start_with(db, sealer, blobs, self.dir, self.accounts, encrypted).await
+        Portal::start_with(
+            db,
+            sealer,
+            blobs,
+            self.dir,
+            self.accounts,
+            encrypted,
+            self.store,
+        )
+        .await
     }
 
     /// Starts the portal over an already open database with this builder's account settings
@@ -189,11 +225,20 @@ impl PortalBuilder {
     /// ignored); the portal counts as encrypted at rest (no default mail outbox).
     pub async fn start_with(
         self,
-        db: Arc<redb::Database>,
+        db: impl Into<store::DbCell>,
         sealer: Arc<dyn Sealer>,
         blobs: Arc<dyn BlobStore>,
     ) -> Result<Portal> {
-        Portal::start_with(db, sealer, blobs, self.dir, self.accounts, true).await
+        Portal::start_with(
+            db.into(),
+            sealer,
+            blobs,
+            self.dir,
+            self.accounts,
+            true,
+            self.store,
+        )
+        .await
     }
 }
 
@@ -212,21 +257,31 @@ impl Portal {
     /// Starts a portal over an already open database (default account settings; as the
     /// sealer may encrypt, an on-disk portal started this way gets no default mail outbox).
     pub async fn start(
-        db: Arc<redb::Database>,
+        db: impl Into<store::DbCell>,
         sealer: Arc<dyn Sealer>,
         blobs: Arc<dyn BlobStore>,
         data_dir: Option<PathBuf>,
     ) -> Result<Portal> {
-        Portal::start_with(db, sealer, blobs, data_dir, Default::default(), true).await
+        Portal::start_with(
+            db.into(),
+            sealer,
+            blobs,
+            data_dir,
+            Default::default(),
+            true,
+            Default::default(),
+        )
+        .await
     }
 
     async fn start_with(
-        db: Arc<redb::Database>,
+        db: store::DbCell,
         sealer: Arc<dyn Sealer>,
         blobs: Arc<dyn BlobStore>,
         data_dir: Option<PathBuf>,
         accounts: credentials::AccountSetup,
         encrypted: bool,
+        store_opts: store::StoreOptions,
     ) -> Result<Portal> {
         let accounts = accounts.build(data_dir.as_deref(), encrypted);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -241,7 +296,9 @@ impl Portal {
                 let _ = ev.send(e);
             }
         });
-        let store = tokio::task::spawn_blocking(move || Store::start(db, sealer, hook)).await??;
+        let store =
+            tokio::task::spawn_blocking(move || Store::start_with(db, sealer, hook, store_opts))
+                .await??;
         let portal = Portal {
             inner: Arc::new(Inner {
                 store,
@@ -265,6 +322,14 @@ impl Portal {
     #[doc(hidden)]
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Returns once every operation acknowledged so far is on disk (fsynced). Nothing to wait
+    /// for with immediate durability; with batched durability, call it before a clean shutdown
+    /// (the store also flushes when its last handle is dropped, but a process that exits right
+    /// after may not give it the time).
+    pub async fn sync(&self) -> Result<()> {
+        self.inner.store.sync().await
     }
 
     /// Subscribes to portal events. Events arrive after the change is durable.

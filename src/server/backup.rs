@@ -215,7 +215,8 @@ async fn backup_inner(ctx: &AdminCtx, out: &Path, o: &Output) -> Result<BackupRe
         ctx.opened
             .portal
             .store()
-            .write(move |_ctx| {
+            // Batched durability: flush first, so the file holds exactly the last commit.
+            .write_after_sync(move |_ctx| {
                 let t0 = Instant::now();
                 let db_bytes = copy_synced(&db_src, &db_dst, 0o600).map_err(|e| {
                     crate::Error::Invalid(format!("copying the database failed: {e}"))

@@ -154,7 +154,7 @@ pub fn accounts_builder(
     cfg: &ServerConfig,
     demo_outbox: bool,
 ) -> Result<(PortalBuilder, MailRoute), Failure> {
-    let mut b = PortalBuilder::new(data);
+    let mut b = PortalBuilder::new(data).durability(cfg.storage.durability());
     let route = match (&cfg.mail, demo_outbox) {
         (Some(m), _) => {
             b = b.mailer(
@@ -277,8 +277,11 @@ pub async fn open_data_dir_with(
         .file_in(data)
         .map(|k| PathBuf::from(format!("{}{NEW_KEY_SUFFIX}", k.display())));
     let dir = data.to_path_buf();
+    // Batched durability: the store syncs uploaded files before its durable commits.
+    let deferred_sync = accounts.deferred_blob_syncs();
     let (db, keys, blobs) = tokio::task::spawn_blocking(move || -> Result<_, Failure> {
-        let db = crate::store::open_database(&dir.join(DB_NAME), cache_bytes).map_err(|e| {
+        // A cell that can reopen the file: the store does after a storage failure (disk full).
+        let db = crate::store::DbCell::open_file(&dir.join(DB_NAME), cache_bytes).map_err(|e| {
             match e {
                 crate::Error::Conflict(_) => Failure(format!(
                     "the data dir {} is in use by another sdx process (a server without a reachable {SOCKET_NAME}, or another admin command): stop it or wait",
@@ -287,7 +290,6 @@ pub async fn open_data_dir_with(
                 other => Failure(other.to_string()),
             }
         })?;
-        let db = Arc::new(db);
         let keys = Keyring::open(db.clone(), provider.as_ref()).map_err(|e| {
             let hint = match &new_key {
                 Some(n) if n.exists() => format!(
@@ -298,10 +300,13 @@ pub async fn open_data_dir_with(
             };
             Failure(format!("{e}{hint}"))
         })?;
-        let blobs = crate::blob::encrypted::EncryptedBlobStore::open(
+        let blobs = crate::blob::encrypted::EncryptedBlobStore::open_with(
             dir.join("blobs"),
             keys.clone(),
-            crate::crypto::Cipher::Aes256Gcm,
+            crate::blob::encrypted::BlobOptions {
+                deferred_sync,
+                ..Default::default()
+            },
         )?;
         Ok((db, keys, blobs))
     })

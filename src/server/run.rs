@@ -25,6 +25,7 @@ pub struct Running {
     admin: AdminSocket,
     notifier: crate::accounts::Notifier,
     grace: Duration,
+    portal: crate::Portal,
 }
 
 impl std::fmt::Debug for Running {
@@ -166,6 +167,7 @@ pub async fn start(opened: Opened, cfg: &ServerConfig) -> Result<Running, Failur
         admin,
         notifier,
         grace: Duration::from_secs(cfg.limits.shutdown_grace_secs),
+        portal,
     })
 }
 
@@ -173,7 +175,8 @@ impl Running {
     /// Graceful stop: no new connections; WebDAV requests in flight may finish within the grace
     /// period (then they are aborted: an aborted upload leaves no document and the previous
     /// version intact); SFTP sessions are closed (open uploads are aborted the same way); the
-    /// admin socket goes away; then pending notification mails are sent.
+    /// admin socket goes away; then pending notification mails are sent; last, everything
+    /// committed is flushed to disk (batched durability).
     pub async fn shutdown(self) -> Result<(), Failure> {
         let notifier = self.notifier;
         let sftp = self.sftp_server;
@@ -193,7 +196,10 @@ impl Running {
         );
         // After the front ends: the last uploads' notifications are still batched.
         notifier.shutdown().await;
+        // Batched durability: what was acknowledged must be on disk before the process exits.
+        let synced = self.portal.sync().await;
         w.map_err(|e| Failure(e.to_string()))?;
-        s
+        s?;
+        synced.map_err(|e| Failure(format!("flushing the database at shutdown failed: {e}")))
     }
 }

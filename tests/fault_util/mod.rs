@@ -112,8 +112,18 @@ impl Server {
 
     /// Like [`Server::start`], returning what went wrong instead of panicking.
     pub fn try_start(data: &Path, demo: bool) -> Result<Server, String> {
+        Self::try_start_with(data, demo, &[])
+    }
+
+    /// [`Server::try_start`] with extra arguments for `sdx serve` (e.g. `--config FILE`).
+    pub fn try_start_with(
+        data: &Path,
+        demo: bool,
+        extra: &[&std::ffi::OsStr],
+    ) -> Result<Server, String> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sdx"));
         cmd.arg("serve");
+        cmd.args(extra);
         if demo {
             cmd.arg("--demo");
         }

@@ -24,7 +24,9 @@
 //!   [`crate::crypto::keyring`]) into [`BlobRef::sealed_key`]; destroying the matter key makes
 //!   every blob of the matter unreadable.
 //! - **Atomicity:** an upload lives in `tmp/` until [`StagedBlob::commit`], which syncs the file,
-//!   renames it into the matter's directory and syncs that directory. A blob whose reference was
+//!   renames it into the matter's directory and syncs that directory (with
+//!   [`BlobOptions::deferred_sync`], batched durability: renames it and queues both syncs for the
+//!   store's next durable commit). A blob whose reference was
 //!   never recorded (crash between the two) is an orphan that [`BlobStore::retain`] deletes.
 //!   Uploads share nothing but the directory: no lock or write transaction is held while a client
 //!   is slow.
@@ -88,6 +90,12 @@ pub struct BlobOptions {
     pub flush_bytes: usize,
     /// Written bytes after which an upload starts a background `fdatasync`.
     pub sync_every: u64,
+    /// `None` (the default): a committed blob is fdatasynced, renamed into place and its
+    /// directory fsynced before [`StagedBlob::commit`] returns. `Some(queue)` (the store's
+    /// [`crate::store::Durability::Batched`] mode): the file is renamed into place without a
+    /// sync and queued; the store syncs the queue before its next durable commit, so no durable
+    /// database state names a blob that is not on disk.
+    pub deferred_sync: Option<crate::store::SyncQueue>,
 }
 
 impl Default for BlobOptions {
@@ -97,6 +105,7 @@ impl Default for BlobOptions {
             chunk_log2: DEFAULT_CHUNK_LOG2,
             flush_bytes: 256 << 10,
             sync_every: 64 << 20,
+            deferred_sync: None,
         }
     }
 }
@@ -107,6 +116,8 @@ pub(crate) struct Shared {
     keys: Keyring,
     opts: BlobOptions,
     layout: Layout,
+    /// Matter directories known to exist (saves a `mkdir` per upload).
+    made: std::sync::Mutex<HashSet<MatterId>>,
 }
 
 impl Shared {
@@ -118,16 +129,54 @@ impl Shared {
         self.matter_dir(m).join(id.to_hex())
     }
 
-    /// Moves a synced temp file into place durably. Blocking.
-    fn install(&self, m: MatterId, tmp: &Path, id: BlobId) -> Result<()> {
-        let md = self.matter_dir(m);
-        match mkdir_private(&md) {
-            Ok(()) => sync_dir(&self.dir)?,
+    /// Whether committed blobs are synced later by the store (batched durability).
+    fn deferred(&self) -> bool {
+        self.opts.deferred_sync.is_some()
+    }
+
+    fn made(&self) -> std::sync::MutexGuard<'_, HashSet<MatterId>> {
+        self.made
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Creates the matter's directory unless known to exist; syncs (or queues) its parent when
+    /// it was created.
+    fn ensure_matter_dir(&self, m: MatterId, md: &Path) -> Result<()> {
+        if self.made().contains(&m) {
+            return Ok(());
+        }
+        match mkdir_private(md) {
+            Ok(()) => match &self.opts.deferred_sync {
+                Some(q) => q.push_dir(&self.dir),
+                None => sync_dir(&self.dir)?,
+            },
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e.into()),
         }
-        std::fs::rename(tmp, md.join(id.to_hex()))?;
-        sync_dir(&md)?;
+        self.made().insert(m);
+        Ok(())
+    }
+
+    /// Moves a temp file into place: synced before (unless deferred), directory synced after
+    /// (or both queued for the store's next durable commit). Blocking.
+    fn install(&self, m: MatterId, tmp: &Path, id: BlobId) -> Result<()> {
+        let md = self.matter_dir(m);
+        self.ensure_matter_dir(m, &md)?;
+        let dest = md.join(id.to_hex());
+        if let Err(e) = std::fs::rename(tmp, &dest) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(e.into());
+            }
+            // The directory went away behind our back (removed by hand): make it again.
+            self.made().remove(&m);
+            self.ensure_matter_dir(m, &md)?;
+            std::fs::rename(tmp, &dest)?;
+        }
+        match &self.opts.deferred_sync {
+            Some(q) => q.push(&dest, &md)?,
+            None => sync_dir(&md)?,
+        }
         Ok(())
     }
 }
@@ -208,6 +257,7 @@ impl EncryptedBlobStore {
                 keys,
                 opts,
                 layout,
+                made: Default::default(),
             }),
         })
     }
@@ -299,6 +349,7 @@ impl BlobStore for EncryptedBlobStore {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
             let d = shared.matter_dir(matter);
+            shared.made().remove(&matter);
             match std::fs::remove_dir_all(&d) {
                 Ok(()) => sync_dir(&shared.dir),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -342,6 +393,9 @@ fn retain_blocking(shared: &Shared, live: &HashSet<BlobId>) -> Result<u64> {
             }
         }
         if left == 0 {
+            if let Some(m) = parse_hex::<8>(name) {
+                shared.made().remove(&MatterId(u64::from_be_bytes(m)));
+            }
             let _ = std::fs::remove_dir(e.path());
         }
     }

@@ -701,7 +701,9 @@ impl Random {
                 out.clear();
             }
         }
-        file.sync_data()?;
+        if !shared.deferred() {
+            file.sync_data()?;
+        }
         Ok((id, dk, finish(hasher), path))
     }
 }
@@ -887,7 +889,9 @@ impl StagedBlob for EncStaged {
                     let tag = a.cc.seal(last, true, &mut out)?;
                     out.extend_from_slice(&tag);
                     a.file.write_all_at(&out, last * layout.stride())?;
-                    a.file.sync_data()?;
+                    if !shared.deferred() {
+                        a.file.sync_data()?;
+                    }
                     let expected = layout.file_len(len);
                     let actual = a.file.metadata()?.len();
                     if actual != expected {
