@@ -309,3 +309,87 @@ async fn remove_is_for_documents_and_rmdir_for_folders() {
     st.remove(5, format!("{tr}/doc.txt")).await.unwrap();
     assert!(st.stat(6, format!("{tr}/doc.txt")).await.is_err());
 }
+
+async fn client_entries(p: &Portal, demo: &demo::Demo) -> Vec<sdx_portal::audit::AuditEntry> {
+    let staff = Actor::api(sdx_portal::model::Principal::Staff(demo.staff));
+    let mut v = p
+        .audit_query(
+            &staff,
+            sdx_portal::audit::AuditFilter {
+                login: Some(demo.client),
+                limit: Some(10_000),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    v.sort_by_key(|e| e.seq);
+    v
+}
+
+#[tokio::test]
+async fn stat_probes_are_audited_in_the_commit_of_the_next_operation() {
+    use sdx_portal::audit::{AuditAction, Outcome};
+    let (p, mut s) = session().await;
+    let demo = demo::provision(&p).await.unwrap();
+    let path = format!("{CD}/probed.bin");
+    upload(&mut s, &path, b"probe me").await;
+    // What OpenSSH's `get` sends: LSTAT, STAT, OPEN; plus a probe of a missing name.
+    let (c0, _) = p.store().stats();
+    s.lstat(1, path.clone()).await.unwrap();
+    s.stat(2, path.clone()).await.unwrap();
+    let missing = s.stat(3, format!("{CD}/nope.bin")).await.unwrap_err();
+    assert_eq!(missing.status_code, StatusCode::NoSuchFile);
+    let h = s
+        .open(4, path.clone(), OpenFlags::READ, FileAttributes::empty())
+        .await
+        .unwrap()
+        .handle;
+    let (c1, _) = p.store().stats();
+    // One commit for the open and its three probes (two if the machine stalled past the flush
+    // delay between the probes and the open); each probe on its own would be three more.
+    assert!(c1 - c0 <= 2, "{} commits for 3 probes and an open", c1 - c0);
+    s.close(5, h).await.unwrap();
+    let entries = client_entries(&p, &demo).await;
+    let tail: Vec<_> = entries
+        .iter()
+        .rev()
+        .take(4)
+        .rev()
+        .map(|e| {
+            (
+                e.action.clone(),
+                e.object.rsplit('/').next().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tail,
+        vec![
+            (AuditAction::Stat, "probed.bin".to_string()),
+            (AuditAction::Stat, "probed.bin".to_string()),
+            (AuditAction::Stat, "nope.bin".to_string()),
+            (AuditAction::Read, "probed.bin".to_string()),
+        ],
+        "every probe recorded, in order, before the read"
+    );
+    let nope = entries.iter().rev().nth(1).unwrap();
+    assert!(!matches!(nope.outcome, Outcome::Allowed), "{nope:?}");
+
+    // A probe followed by nothing is committed on its own after a short delay.
+    let before = client_entries(&p, &demo).await.len();
+    s.stat(6, format!("{CD}/alone.bin")).await.unwrap_err();
+    let mut found = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let now = client_entries(&p, &demo).await;
+        if now.len() > before {
+            let last = now.last().unwrap();
+            assert_eq!(last.action, AuditAction::Stat);
+            assert!(last.object.ends_with("alone.bin"), "{last:?}");
+            found = true;
+            break;
+        }
+    }
+    assert!(found, "the lone probe was never audited");
+}

@@ -76,10 +76,11 @@ pub struct PortalSftp {
 
 impl PortalSftp {
     /// A session for the principal behind `tree` (whose actor carries channel `sftp` and the
-    /// client's address).
+    /// client's address). `STAT`/`LSTAT` are answered as probes ([`Tree::stat_probe`]): checked
+    /// and audited like any stat, their audit entries committed with the session's next commit.
     pub fn new(tree: Tree) -> Self {
         PortalSftp {
-            tree,
+            tree: tree.with_deferred_probes(),
             handles: HashMap::new(),
             counter: 0,
         }
@@ -108,6 +109,21 @@ impl PortalSftp {
         self.handles
             .get_mut(h)
             .ok_or_else(|| StatusCode::Failure.with_message("no such handle"))
+    }
+}
+
+impl Drop for PortalSftp {
+    fn drop(&mut self) {
+        // The session is over: commit its last probes' audit entries now rather than after the
+        // flush delay.
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            let tree = self.tree.clone();
+            h.spawn(async move {
+                if let Err(e) = tree.flush_probes().await {
+                    tracing::warn!(error = %e, "probe audit entries not committed");
+                }
+            });
+        }
     }
 }
 
@@ -277,7 +293,7 @@ impl russh_sftp::server::Handler for PortalSftp {
     }
 
     async fn stat(&mut self, id: u32, path: String) -> std::result::Result<Attrs, Self::Error> {
-        let e = self.tree.stat(&abs(&path)).await.map_err(reply)?;
+        let e = self.tree.stat_probe(&abs(&path)).await.map_err(reply)?;
         Ok(Attrs {
             id,
             attrs: attrs_of(&e),
@@ -438,7 +454,7 @@ impl russh_sftp::server::Handler for PortalSftp {
     ) -> std::result::Result<Status, Self::Error> {
         // REMOVE is for files: the tree's delete of a folder (staff) takes everything in it.
         let path = abs(&filename);
-        if let Ok(e) = self.tree.stat(&path).await
+        if let Ok(e) = self.tree.stat_probe(&path).await
             && e.is_dir()
         {
             return Err(StatusCode::Failure.with_message(format!("{path} is a folder: use rmdir")));
@@ -449,7 +465,7 @@ impl russh_sftp::server::Handler for PortalSftp {
     async fn rmdir(&mut self, id: u32, path: String) -> std::result::Result<Status, Self::Error> {
         // RMDIR is for folders only: never let it trash a document.
         let path = abs(&path);
-        let e = self.tree.stat(&path).await.map_err(reply)?;
+        let e = self.tree.stat_probe(&path).await.map_err(reply)?;
         if !e.is_dir() {
             return Err(StatusCode::Failure.with_message(format!("{path} is not a folder")));
         }

@@ -43,6 +43,7 @@ use super::SftpError;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -64,8 +65,16 @@ pub struct TransportConfig {
     pub max_packet_len: u32,
     /// How many bytes of client requests may wait for russh-sftp, per session. Default 32 MiB. The
     /// pump stops draining (back-pressure onto the SSH connection) only when this is full, which a
-    /// client reading its responses never reaches. Must be at least `max_packet_len + 4`.
+    /// client reading its responses never reaches. Must be at least `max_packet_len + 4`. Each
+    /// queued request is charged its length plus a fixed overhead for its bookkeeping.
     pub queue_bytes: usize,
+    /// How many of those bytes may belong to large requests (longer than 4 KiB: in practice
+    /// WRITEs), per session. Default 4 MiB, twice what OpenSSH or rclone keep in flight. Their
+    /// answers are small status packets, so holding writes back can't cause the flow-control
+    /// deadlock that small requests (READs, whose answers are large) could; it bounds the memory an
+    /// upload can queue while the server is slower than the client. Must be at least
+    /// `max_packet_len + 4 + 64` and at most `queue_bytes`.
+    pub bulk_bytes: usize,
     /// Bytes of responses buffered between russh-sftp and the writer task. Default 256 KiB.
     pub write_buffer: usize,
     /// Bytes a channel may send before its `sftp` subsystem has started. Default 64 KiB.
@@ -77,6 +86,7 @@ impl Default for TransportConfig {
         TransportConfig {
             max_packet_len: 256 * 1024,
             queue_bytes: 32 * 1024 * 1024,
+            bulk_bytes: 4 * 1024 * 1024,
             write_buffer: 256 * 1024,
             pre_start_bytes: 64 * 1024,
         }
@@ -99,6 +109,13 @@ impl TransportConfig {
                 self.queue_bytes, self.max_packet_len
             )));
         }
+        if self.bulk_bytes < frame + FRAME_OVERHEAD || self.bulk_bytes > self.queue_bytes {
+            return Err(SftpError::Config(format!(
+                "bulk_bytes {} must hold one packet of max_packet_len {} and not exceed \
+                 queue_bytes {}",
+                self.bulk_bytes, self.max_packet_len, self.queue_bytes
+            )));
+        }
         if self.queue_bytes > Semaphore::MAX_PERMITS {
             return Err(SftpError::Config(format!(
                 "queue_bytes {} is too large",
@@ -118,6 +135,12 @@ impl TransportConfig {
 // ---------------------------------------------------------------------------------------------
 // Framing
 
+/// What a queued frame costs the queue's budget beyond its bytes (its bookkeeping).
+const FRAME_OVERHEAD: usize = 64;
+/// Frames up to this length are copied out of the framer's buffer when queued, so that a small
+/// request doesn't keep a whole received chunk alive; longer ones are charged to the bulk budget.
+const SMALL_FRAME: usize = 4096;
+
 /// A violation of SFTP framing by the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum FrameError {
@@ -134,34 +157,103 @@ pub(crate) enum FrameError {
     },
 }
 
+/// One whole SFTP frame (length prefix included), as the pieces of the received chunks it spans
+/// (no copy of its bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Frame {
+    parts: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Frame {
+    /// One contiguous piece.
+    fn whole(b: Bytes) -> Self {
+        let len = b.len();
+        Frame {
+            parts: VecDeque::from([b]),
+            len,
+        }
+    }
+
+    /// Its length, prefix included.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Its bytes in one piece in an allocation of their own (copied unless it is one piece
+    /// already).
+    pub(crate) fn to_bytes(&self) -> Bytes {
+        match (self.parts.len(), self.parts.front()) {
+            (1, Some(b)) => b.clone(),
+            _ => {
+                let mut out = BytesMut::with_capacity(self.len);
+                for p in &self.parts {
+                    out.extend_from_slice(p);
+                }
+                out.freeze()
+            }
+        }
+    }
+
+    /// A copy of its first `n` bytes (fewer if it is shorter).
+    fn prefix(&self, n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n.min(self.len));
+        for p in &self.parts {
+            let want = n - out.len();
+            if want == 0 {
+                break;
+            }
+            out.extend_from_slice(p.get(..want.min(p.len())).unwrap_or_default());
+        }
+        out
+    }
+}
+
 /// Splits a byte stream into SFTP frames (length prefix included), checking each length as soon
-/// as its 4 bytes have arrived. Holds at most one partial frame plus the last chunk pushed.
+/// as its 4 bytes have arrived. Keeps the received chunks as they are and hands out frames made
+/// of slices of them, so the bulk of an upload is not copied here.
 #[derive(Debug)]
 pub(crate) struct Framer {
     max: u32,
-    buf: BytesMut,
+    chunks: VecDeque<Bytes>,
+    /// Bytes held in `chunks`.
+    len: usize,
 }
 
 impl Framer {
     pub(crate) fn new(max: u32) -> Self {
         Framer {
             max,
-            buf: BytesMut::new(),
+            chunks: VecDeque::new(),
+            len: 0,
         }
     }
 
     /// Append received bytes.
-    pub(crate) fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+    pub(crate) fn push(&mut self, data: Bytes) {
+        if !data.is_empty() {
+            self.len += data.len();
+            self.chunks.push_back(data);
+        }
     }
 
     /// The next complete frame, `None` if more bytes are needed, or the framing error.
-    pub(crate) fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
-        let Some(header) = self.buf.get(..4) else {
+    pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        if self.len < 4 {
             return Ok(None);
-        };
+        }
         let mut h = [0u8; 4];
-        h.copy_from_slice(header);
+        let mut got = 0;
+        for c in &self.chunks {
+            let n = (4 - got).min(c.len());
+            if let (Some(dst), Some(src)) = (h.get_mut(got..got + n), c.get(..n)) {
+                dst.copy_from_slice(src);
+            }
+            got += n;
+            if got == 4 {
+                break;
+            }
+        }
         let len = u32::from_be_bytes(h);
         if len == 0 {
             return Err(FrameError::Empty);
@@ -170,18 +262,29 @@ impl Framer {
             return Err(FrameError::TooLong { len, max: self.max });
         }
         let total = len as usize + 4;
-        if self.buf.len() < total {
-            if self.buf.capacity() < total {
-                self.buf.reserve(total - self.buf.len());
-            }
+        if self.len < total {
             return Ok(None);
         }
-        Ok(Some(self.buf.split_to(total).freeze()))
+        let mut parts = VecDeque::new();
+        let mut need = total;
+        while need > 0 {
+            let Some(mut c) = self.chunks.pop_front() else {
+                break;
+            };
+            if c.len() > need {
+                let rest = c.split_off(need);
+                self.chunks.push_front(rest);
+            }
+            need -= c.len();
+            parts.push_back(c);
+        }
+        self.len -= total;
+        Ok(Some(Frame { parts, len: total }))
     }
 
     /// Bytes of an incomplete frame held back.
     pub(crate) fn pending(&self) -> usize {
-        self.buf.len()
+        self.len
     }
 }
 
@@ -255,6 +358,73 @@ fn check_utf8_paths(mut rest: &[u8], n: usize) -> Result<(), &'static str> {
 fn be_u32(b: &[u8]) -> Result<usize, &'static str> {
     let a: [u8; 4] = b.try_into().map_err(|_| "truncated")?;
     Ok(u32::from_be_bytes(a) as usize)
+}
+
+/// What the pump queues for one frame: its pieces (a request for russh-sftp) or a reply of its own.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Checked {
+    /// Forward these pieces to russh-sftp.
+    Forward(VecDeque<Bytes>),
+    /// Answer with this STATUS packet (see [`Verdict::Reply`]).
+    Reply(Bytes),
+    /// Close the session.
+    Violation(String),
+}
+
+/// How much of a large frame is looked at to check a WRITE's header without copying its data.
+const WRITE_HEAD: usize = 1024;
+
+/// [`check_request`] for a frame in pieces. Small frames are copied into one allocation of their
+/// own (a small request must not keep a whole received chunk alive); a well-formed WRITE is
+/// checked from a copy of its header only and forwarded as it arrived; anything else is made
+/// contiguous and checked in full.
+pub(crate) fn check_frame(frame: Frame) -> Checked {
+    if frame.len() > SMALL_FRAME {
+        let head = frame.prefix(WRITE_HEAD);
+        if write_head_ok(&head, frame.len()) {
+            return Checked::Forward(frame.parts);
+        }
+    }
+    let b = if frame.len() <= SMALL_FRAME {
+        Bytes::copy_from_slice(&frame.to_bytes())
+    } else {
+        frame.to_bytes()
+    };
+    match check_request(&b) {
+        Verdict::Forward => Checked::Forward(Frame::whole(b).parts),
+        Verdict::Reply(r) => Checked::Reply(r),
+        Verdict::Violation(v) => Checked::Violation(v),
+    }
+}
+
+/// Whether `head` (the first bytes of a frame of `total` bytes, length prefix included) starts a
+/// WRITE whose handle, offset and data all lie within the frame. `false` means "not shown here":
+/// the caller checks the whole frame.
+fn write_head_ok(head: &[u8], total: usize) -> bool {
+    let field = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = head.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        Some(u32::from_be_bytes(b) as usize)
+    };
+    if head.get(4) != Some(&SSH_FXP_WRITE) {
+        return false;
+    }
+    // length(4) type(1) id(4) handle-length(4) handle offset(8) data-length(4) data
+    let Some(handle_len) = field(9) else {
+        return false;
+    };
+    let Some(data_len_at) = 13usize
+        .checked_add(handle_len)
+        .and_then(|x| x.checked_add(8))
+    else {
+        return false;
+    };
+    let Some(data_len) = field(data_len_at) else {
+        return false;
+    };
+    data_len_at
+        .checked_add(4)
+        .and_then(|x| x.checked_add(data_len))
+        .is_some_and(|end| end <= total)
 }
 
 /// Decides what to do with one frame (length prefix included, length already checked).
@@ -333,9 +503,12 @@ pub(crate) fn check_request(frame: &Bytes) -> Verdict {
 /// One item of the pump's queue: a request for russh-sftp, or a reply the transport writes
 /// itself, in order (after every response to the requests queued before it).
 struct QueuedFrame {
-    bytes: Bytes,
+    /// The frame's pieces, consumed from the front.
+    parts: VecDeque<Bytes>,
     reply: bool,
     _permit: OwnedSemaphorePermit,
+    /// The bulk budget's share, for large frames.
+    _bulk: Option<OwnedSemaphorePermit>,
 }
 
 /// The read side handed to russh-sftp: whole frames from the pump, end-of-stream when the pump
@@ -367,12 +540,16 @@ impl FrameReader {
                 return Poll::Ready(Ok(()));
             }
             if let Some(reply) = self.reply.as_mut() {
-                while reply.bytes.has_remaining() {
-                    match Pin::new(&mut *out).poll_write(cx, &reply.bytes) {
+                while let Some(part) = reply.parts.front_mut() {
+                    if !part.has_remaining() {
+                        reply.parts.pop_front();
+                        continue;
+                    }
+                    match Pin::new(&mut *out).poll_write(cx, part) {
                         Poll::Ready(Ok(0)) => {
                             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                         }
-                        Poll::Ready(Ok(n)) => reply.bytes.advance(n.min(reply.bytes.len())),
+                        Poll::Ready(Ok(n)) => part.advance(n.min(part.len())),
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                         Poll::Pending => return Poll::Pending,
                     }
@@ -380,17 +557,29 @@ impl FrameReader {
                 self.reply = None;
             }
             if let Some(frame) = self.current.as_mut() {
-                if frame.bytes.has_remaining() {
-                    let n = frame.bytes.len().min(buf.remaining());
-                    buf.put_slice(frame.bytes.get(..n).unwrap_or_default());
-                    frame.bytes.advance(n);
-                    if !frame.bytes.has_remaining() {
-                        // Releases the frame's bytes back to the queue's budget.
-                        self.current = None;
+                let mut copied = false;
+                while buf.remaining() > 0 {
+                    let Some(part) = frame.parts.front_mut() else {
+                        break;
+                    };
+                    let n = part.len().min(buf.remaining());
+                    buf.put_slice(part.get(..n).unwrap_or_default());
+                    part.advance(n);
+                    copied |= n > 0;
+                    if !part.has_remaining() {
+                        frame.parts.pop_front();
                     }
+                }
+                if frame.parts.is_empty() {
+                    // Releases the frame's bytes back to the queue's budget.
+                    self.current = None;
+                }
+                if copied {
                     return Poll::Ready(Ok(()));
                 }
-                self.current = None;
+                if buf.remaining() == 0 {
+                    return Poll::Ready(Ok(()));
+                }
             }
             match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(item)) if item.reply => self.reply = Some(item),
@@ -524,6 +713,7 @@ impl ChannelTransport {
         let pump = Pump {
             queue: Some(tx),
             budget: Arc::new(Semaphore::new(config.queue_bytes)),
+            bulk: Arc::new(Semaphore::new(config.bulk_bytes)),
             framer: Framer::new(config.max_packet_len),
             aborted,
             started: started.clone(),
@@ -567,6 +757,8 @@ struct Pump {
     /// `None` once the queue is closed (client EOF, violation, or russh-sftp gone).
     queue: Option<mpsc::UnboundedSender<QueuedFrame>>,
     budget: Arc<Semaphore>,
+    /// The share of `budget` large frames may take.
+    bulk: Arc<Semaphore>,
     framer: Framer,
     aborted: Arc<AtomicBool>,
     started: Arc<AtomicBool>,
@@ -588,7 +780,7 @@ impl Pump {
                     self.counters
                         .bytes_in
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
-                    if let Err(reason) = self.on_data(&data).await {
+                    if let Err(reason) = self.on_data(data).await {
                         self.abort(&reason);
                         break;
                     }
@@ -615,7 +807,7 @@ impl Pump {
         self.queue = None;
     }
 
-    async fn on_data(&mut self, data: &[u8]) -> Result<(), String> {
+    async fn on_data(&mut self, data: Bytes) -> Result<(), String> {
         if !self.started.load(Ordering::Acquire) {
             match self.pre_start_left.checked_sub(data.len()) {
                 Some(left) => self.pre_start_left = left,
@@ -637,25 +829,37 @@ impl Pump {
                 // Data after EOF, or russh-sftp is gone: discard.
                 continue;
             };
-            let (bytes, reply) = match check_request(&frame) {
-                Verdict::Forward => (frame, false),
-                Verdict::Reply(status) => (status, true),
-                Verdict::Violation(why) => return Err(why),
+            let len = frame.len();
+            let (parts, reply) = match check_frame(frame) {
+                Checked::Forward(parts) => (parts, false),
+                Checked::Reply(status) => (VecDeque::from([status]), true),
+                Checked::Violation(why) => return Err(why),
             };
-            // A frame is at most max_packet_len + 4 <= queue_bytes (validated), and a reply is
-            // far smaller, so this fits.
-            let need = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-            let permit = tokio::select! {
-                p = self.budget.clone().acquire_many_owned(need) => p,
+            // A frame is at most max_packet_len + 4 (+ overhead) <= bulk_bytes <= queue_bytes
+            // (validated), and a reply is far smaller, so this fits.
+            let need = u32::try_from(len + FRAME_OVERHEAD).unwrap_or(u32::MAX);
+            let bulk = (len > SMALL_FRAME && !reply).then(|| self.bulk.clone());
+            let acquired = tokio::select! {
+                p = async {
+                    let b = match bulk {
+                        Some(b) => Some(b.acquire_many_owned(need).await?),
+                        None => None,
+                    };
+                    Ok::<_, tokio::sync::AcquireError>((
+                        self.budget.clone().acquire_many_owned(need).await?,
+                        b,
+                    ))
+                } => p,
                 () = self.cancel.cancelled() => return Ok(()),
             };
-            let Ok(permit) = permit else {
+            let Ok((permit, bulk)) = acquired else {
                 return Err("internal: queue budget closed".to_owned());
             };
             let item = QueuedFrame {
-                bytes,
+                parts,
                 reply,
                 _permit: permit,
+                _bulk: bulk,
             };
             if queue.send(item).is_err() {
                 // russh-sftp ended (its reader was dropped): keep draining, forward nothing.
@@ -757,7 +961,9 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::timeout;
 
     fn frame(body: &[u8]) -> Vec<u8> {
         let mut v = (body.len() as u32).to_be_bytes().to_vec();
@@ -777,11 +983,11 @@ mod tests {
         let mut step = 1;
         while !rest.is_empty() {
             let n = step.min(rest.len());
-            f.push(&rest[..n]);
+            f.push(Bytes::copy_from_slice(&rest[..n]));
             rest = &rest[n..];
             step += 2;
             while let Some(fr) = f.next_frame().unwrap() {
-                out.push(fr);
+                out.push(fr.to_bytes());
             }
         }
         assert_eq!(out.len(), 3);
@@ -794,9 +1000,9 @@ mod tests {
     #[test]
     fn framer_rejects_oversized_length_before_the_body_arrives() {
         let mut f = Framer::new(262_144);
-        f.push(&300_000u32.to_be_bytes()[..3]);
+        f.push(Bytes::copy_from_slice(&300_000u32.to_be_bytes()[..3]));
         assert_eq!(f.next_frame(), Ok(None));
-        f.push(&300_000u32.to_be_bytes()[3..]);
+        f.push(Bytes::copy_from_slice(&300_000u32.to_be_bytes()[3..]));
         assert_eq!(
             f.next_frame(),
             Err(FrameError::TooLong {
@@ -806,7 +1012,7 @@ mod tests {
         );
         // exactly the maximum is fine
         let mut f = Framer::new(262_144);
-        f.push(&262_144u32.to_be_bytes());
+        f.push(Bytes::copy_from_slice(&262_144u32.to_be_bytes()));
         assert_eq!(f.next_frame(), Ok(None));
     }
 
@@ -815,7 +1021,7 @@ mod tests {
         let mut f = Framer::new(1024);
         let mut s = frame(b"\x01\x00\x00\x00\x03");
         s.extend_from_slice(&[0, 0, 0, 0]);
-        f.push(&s);
+        f.push(Bytes::from(s));
         assert!(f.next_frame().unwrap().is_some());
         assert_eq!(f.next_frame(), Err(FrameError::Empty));
     }
@@ -833,16 +1039,103 @@ mod tests {
             ..TransportConfig::default()
         };
         assert!(tiny_packets.validate().is_err());
+        let small_bulk = TransportConfig {
+            bulk_bytes: 256 * 1024,
+            ..TransportConfig::default()
+        };
+        assert!(small_bulk.validate().is_err());
+        let bulk_over_queue = TransportConfig {
+            bulk_bytes: 33 * 1024 * 1024,
+            ..TransportConfig::default()
+        };
+        assert!(bulk_over_queue.validate().is_err());
+    }
+
+    fn write_request(id: u32, data_len: usize) -> Vec<u8> {
+        let mut b = vec![SSH_FXP_WRITE];
+        b.extend_from_slice(&id.to_be_bytes());
+        b.extend_from_slice(&2u32.to_be_bytes());
+        b.extend_from_slice(b"h1");
+        b.extend_from_slice(&0u64.to_be_bytes());
+        b.extend_from_slice(&(data_len as u32).to_be_bytes());
+        b.extend(std::iter::repeat_n(7u8, data_len));
+        frame(&b)
+    }
+
+    fn stat_request(id: u32) -> Vec<u8> {
+        let mut b = vec![17u8];
+        b.extend_from_slice(&id.to_be_bytes());
+        b.extend_from_slice(&2u32.to_be_bytes());
+        b.extend_from_slice(b"/x");
+        frame(&b)
+    }
+
+    #[tokio::test]
+    async fn large_requests_wait_on_the_bulk_budget_small_ones_do_not() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let one_write = 32 * 1024 + 64 + 27;
+        let mut pump = Pump {
+            queue: Some(tx),
+            budget: Arc::new(Semaphore::new(1 << 20)),
+            bulk: Arc::new(Semaphore::new(2 * (one_write + FRAME_OVERHEAD))),
+            framer: Framer::new(64 * 1024),
+            aborted: Arc::new(AtomicBool::new(false)),
+            started: Arc::new(AtomicBool::new(true)),
+            cancel: CancellationToken::new(),
+            pre_start_left: 0,
+            counters: Arc::new(Counters::default()),
+            _slot: Arc::new(None),
+        };
+        let quick = Duration::from_millis(200);
+        // Two writes fit the bulk budget; small requests never wait on it.
+        for id in 1..=2 {
+            let w = write_request(id, 32 * 1024 + 64);
+            assert_eq!(w.len(), one_write);
+            timeout(quick, pump.on_data(Bytes::from(w)))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        for id in 3..=50 {
+            timeout(quick, pump.on_data(Bytes::from(stat_request(id))))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        // A third write waits until a queued write is taken off the queue.
+        let third = write_request(51, 32 * 1024 + 64);
+        let blocked = {
+            let fut = pump.on_data(Bytes::from(third));
+            tokio::pin!(fut);
+            assert!(
+                timeout(quick, &mut fut).await.is_err(),
+                "the third write must wait"
+            );
+            let first = rx.recv().await.unwrap();
+            assert_eq!(first.parts.iter().map(Bytes::len).sum::<usize>(), one_write);
+            assert!(first._bulk.is_some());
+            drop(first);
+            timeout(quick, fut).await
+        };
+        blocked.unwrap().unwrap();
+        // Small frames were copied out of the framer's buffer and hold no bulk permit.
+        let second = rx.recv().await.unwrap();
+        assert!(second._bulk.is_some());
+        let small = rx.recv().await.unwrap();
+        assert!(small._bulk.is_none());
+        assert_eq!(small.parts.len(), 1);
+        assert_eq!(&small.parts[0][..], &stat_request(3)[..]);
     }
 
     fn queued(budget: &Arc<Semaphore>, b: &[u8], reply: bool) -> QueuedFrame {
         QueuedFrame {
-            bytes: Bytes::copy_from_slice(b),
+            parts: VecDeque::from([Bytes::copy_from_slice(b)]),
             reply,
             _permit: budget
                 .clone()
                 .try_acquire_many_owned(b.len() as u32)
                 .unwrap(),
+            _bulk: None,
         }
     }
 
@@ -881,6 +1174,87 @@ mod tests {
         r.read_to_end(&mut rest).await.unwrap();
         assert_eq!(&rest, b"lo world");
         assert_eq!(budget.available_permits(), 100);
+    }
+
+    #[tokio::test]
+    async fn a_frame_in_pieces_reads_back_whole_and_in_order() {
+        let budget = Arc::new(Semaphore::new(100));
+        let (tx, mut r, _far) = stream(Arc::new(AtomicBool::new(false)));
+        let mut f = queued(&budget, b"ab", false);
+        f.parts.push_back(Bytes::from_static(b"cdefg"));
+        f.parts.push_back(Bytes::from_static(b"h"));
+        tx.send(f).unwrap();
+        tx.send(queued(&budget, b"XY", false)).unwrap();
+        drop(tx);
+        // Small reads cross the pieces; a read never runs into the next frame.
+        let mut three = [0u8; 3];
+        r.read_exact(&mut three).await.unwrap();
+        assert_eq!(&three, b"abc");
+        let mut big = [0u8; 64];
+        let n = r.read(&mut big).await.unwrap();
+        assert_eq!(&big[..n], b"defgh");
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"XY");
+    }
+
+    #[test]
+    fn large_writes_are_forwarded_in_their_pieces_and_checked() {
+        let w = write_request(9, 40_000);
+        // As received: chunks of 32 KiB (SSH packets) and the rest.
+        let mut f = Framer::new(256 * 1024);
+        f.push(Bytes::copy_from_slice(&w[..32_768]));
+        assert_eq!(f.next_frame(), Ok(None));
+        f.push(Bytes::copy_from_slice(&w[32_768..]));
+        let fr = f.next_frame().unwrap().unwrap();
+        assert_eq!(fr.len(), w.len());
+        match check_frame(fr) {
+            Checked::Forward(parts) => {
+                assert_eq!(parts.len(), 2, "forwarded without being joined");
+                let joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+                assert_eq!(joined, w);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A WRITE whose data runs past the packet gets the same answer as from check_request.
+        let mut bad = w.clone();
+        let at = 4 + 1 + 4 + 4 + 2 + 8;
+        bad[at..at + 4].copy_from_slice(&50_000u32.to_be_bytes());
+        let mut f = Framer::new(256 * 1024);
+        f.push(Bytes::from(bad.clone()));
+        match check_frame(f.next_frame().unwrap().unwrap()) {
+            Checked::Reply(r) => {
+                assert_eq!(
+                    Checked::Reply(r),
+                    match check_request(&Bytes::from(bad)) {
+                        Verdict::Reply(r) => Checked::Reply(r),
+                        v => panic!("{v:?}"),
+                    }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // A large request of another kind (an OPEN of a long path) is checked whole.
+        let long = vec![b'a'; 5000];
+        let open = packet(
+            3,
+            &[
+                &1u32.to_be_bytes(),
+                &string(&long),
+                &0u32.to_be_bytes(),
+                &0u32.to_be_bytes(),
+            ],
+        );
+        let mut f = Framer::new(256 * 1024);
+        f.push(open.slice(..100));
+        f.push(open.slice(100..));
+        match check_frame(f.next_frame().unwrap().unwrap()) {
+            Checked::Forward(parts) => {
+                assert_eq!(parts.len(), 1);
+                assert_eq!(parts[0], open);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

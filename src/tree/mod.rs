@@ -24,6 +24,7 @@
 
 mod handles;
 mod listing;
+mod probes;
 mod props;
 mod reads;
 pub mod resolve;
@@ -228,6 +229,8 @@ pub(crate) fn object_of(path: &str) -> String {
 pub struct Tree {
     portal: Portal,
     actor: Actor,
+    /// Audit entries of stat probes waiting for the next commit ([`Tree::with_deferred_probes`]).
+    probes: Option<std::sync::Arc<probes::Pending>>,
 }
 
 /// Checks a name that is about to be created: canonical, and not taken by a folder or a live
@@ -599,7 +602,11 @@ fn list_node<T: Tx + ?Sized>(
 
 impl Tree {
     pub(crate) fn new(portal: Portal, actor: Actor) -> Self {
-        Tree { portal, actor }
+        Tree {
+            portal,
+            actor,
+            probes: None,
+        }
     }
 
     /// Who this tree belongs to.
@@ -620,16 +627,20 @@ impl Tree {
         document: Option<DocumentId>,
         outcome: Outcome,
     ) -> Result<()> {
-        self.portal
-            .audit(NewEntry {
-                actor: self.actor.clone(),
-                matter,
-                document,
-                object,
-                action,
-                outcome,
-            })
-            .await
+        let e = NewEntry {
+            actor: self.actor.clone(),
+            matter,
+            document,
+            object,
+            action,
+            outcome,
+        };
+        let mut entries = self.take_probes();
+        if entries.is_empty() {
+            return self.portal.audit(e).await;
+        }
+        entries.push(e);
+        probes::commit_entries(&self.portal, entries).await
     }
 
     /// Runs a read-only operation: resolve + check in a read transaction, then the audit entry.
@@ -679,10 +690,14 @@ impl Tree {
         F: FnMut(&mut WriteCtx<'_>, &Actor, Vec<Node>) -> Result<R> + Send + 'static,
     {
         let actor = self.actor.clone();
+        let earlier = self.take_probes();
         self.portal
             .inner
             .store
             .write(move |ctx| {
+                for e in &earlier {
+                    audit::append(ctx, e.clone())?;
+                }
                 let mut nodes = Vec::with_capacity(paths.len());
                 let mut res: Result<R> = Err(Error::NotFound(String::new()));
                 let mut resolved = true;
@@ -856,11 +871,14 @@ impl Tree {
     ) -> Result<Entry> {
         let object = object_of(&path.to_string());
         let actor = self.actor.clone();
-
+        let earlier = self.take_probes();
         self.portal
             .inner
             .store
             .write(move |ctx| {
+                for e in &earlier {
+                    audit::append(ctx, e.clone())?;
+                }
                 let node = resolve(&ctx.db(), actor.principal, &path);
                 let (m, d) = node
                     .as_ref()
