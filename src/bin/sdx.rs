@@ -782,8 +782,40 @@ fn init_logging(cli: &Cli) -> Result<(), Failure> {
     Ok(())
 }
 
+/// glibc gives every thread that allocates its own malloc arena (up to 8 per core) and keeps
+/// freed memory in each. The server runs dozens of threads (tokio workers, the blocking pool that
+/// stages and seals uploads, the store writer), so after a burst of concurrent uploads its RSS sat
+/// at 130–280 MiB although the heap in use peaked at ~45 MiB (heaptrack). Two arenas bring the
+/// 8 × 64 MiB concurrent-upload workload to 93 MiB at the same speed (BENCHMARKS.md).
+///
+/// The arena limit is read by glibc only at process start, so `serve` re-executes itself once with
+/// `MALLOC_ARENA_MAX=2` (`exec` keeps the PID, arguments and the rest of the environment). An
+/// operator's own `MALLOC_ARENA_MAX` is left alone. Hosts embedding the library choose their own
+/// allocator settings.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    use std::os::unix::process::CommandExt;
+    const VAR: &str = "MALLOC_ARENA_MAX";
+    if std::env::var_os(VAR).is_some() {
+        return;
+    }
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| "sdx".into());
+    // Only returns on failure; then run as we are.
+    let err = std::process::Command::new("/proc/self/exe")
+        .arg0(arg0)
+        .args(args)
+        .env(VAR, "2")
+        .exec();
+    eprintln!("sdx: note: could not re-execute with {VAR}=2 ({err}); continuing");
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if matches!(cli.cmd, Cmd::Serve(_)) {
+        limit_malloc_arenas();
+    }
     if let Err(e) = init_logging(&cli) {
         eprintln!("sdx: {e}");
         return ExitCode::FAILURE;
