@@ -2,13 +2,12 @@
 //! `Depth: 1` needs), instead of a `Stat` of the node followed by a `List` of it.
 
 use super::props::ListedEntry;
-use super::resolve::{Node, resolve};
+use super::resolve::Node;
 use super::{DeadProp, PropsKey, Tree, list_node, object_of, stat_node};
 use crate::Result;
 use crate::audit::{AuditAction, Outcome};
 use crate::crypto::Scope;
 use crate::model::Principal;
-use crate::path::PortalPath;
 use crate::store::tables::PROPS;
 use crate::store::{Db, Tx};
 
@@ -103,28 +102,21 @@ impl Tree {
     /// permission shows only its visible sub-folders. `wanted` says whether dead properties
     /// (and documents' content hashes) are read too, as [`Tree::list_with_props`] does.
     pub async fn stat_and_list(&self, path: &str, wanted: PropsWanted) -> Result<NodeListing> {
-        let object = object_of(path);
-        let p = self.actor.principal;
-        let (action, res, matter, doc, over) = match PortalPath::parse(path) {
-            Err(e) => (AuditAction::Stat, Err(e), None, None, None),
-            Ok(pp) => {
-                self.portal
-                    .inner
-                    .store
-                    .read(move |db| {
-                        let node = match resolve(db, p, &pp) {
-                            Ok(n) => n,
-                            Err(e) => return Ok((AuditAction::Stat, Err(e), None, None, None)),
-                        };
-                        let (m, d) = (node.matter(), node.document());
-                        let (action, r, over) = node_listing(db, p, node, wanted);
-                        Ok((action, r, m, d, over))
-                    })
-                    .await?
-            }
+        let r = self
+            .resolve_read(path, move |db, p, node| {
+                // The action depends on the node (List for a folder, Stat for a document).
+                let (action, res, over) = node_listing(db, p, node, wanted);
+                let outcome = over.unwrap_or_else(|| Outcome::of(&res));
+                (Ok((action, res)), Some(outcome))
+            })
+            .await?;
+        let outcome = r.outcome();
+        let (action, res) = match r.res {
+            Ok(found) => found,
+            Err(e) => (AuditAction::Stat, Err(e)),
         };
-        let outcome = over.unwrap_or_else(|| Outcome::of(&res));
-        self.audit(action, object, matter, doc, outcome).await?;
+        let object = object_of(path);
+        self.audit(action, object, r.matter, r.doc, outcome).await?;
         res
     }
 }

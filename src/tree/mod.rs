@@ -651,30 +651,46 @@ impl Tree {
             + Send
             + 'static,
     {
-        let object = object_of(path);
-        let parsed = PortalPath::parse(path);
+        let r = self.resolve_read(path, f).await?;
+        let outcome = r.outcome();
+        self.audit(action, object_of(path), r.matter, r.doc, outcome)
+            .await?;
+        r.res
+    }
+
+    /// The first half of [`Tree::read_op`]: parses `path`, resolves it for the principal in a read
+    /// transaction and runs `f` on the node, without writing the audit entry (the caller does:
+    /// at once, deferred or overlapped with other work, but always).
+    pub(crate) async fn resolve_read<R, F>(&self, path: &str, f: F) -> Result<ResolvedRead<R>>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Db<'_, redb::ReadTransaction>, Principal, Node) -> (Result<R>, Option<Outcome>)
+            + Send
+            + 'static,
+    {
         let p = self.actor.principal;
-        let (res, matter, doc, over) = match parsed {
-            Err(e) => (Err(e), None, None, None),
-            Ok(pp) => {
-                self.portal
-                    .inner
-                    .store
-                    .read(move |db| {
-                        let node = match resolve(db, p, &pp) {
-                            Ok(n) => n,
-                            Err(e) => return Ok((Err(e), None, None, None)),
-                        };
-                        let (m, d) = (node.matter(), node.document());
-                        let (r, over) = f(db, p, node);
-                        Ok((r, m, d, over))
-                    })
-                    .await?
-            }
+        let pp = match PortalPath::parse(path) {
+            Ok(pp) => pp,
+            Err(e) => return Ok(ResolvedRead::failed(e)),
         };
-        let outcome = over.unwrap_or_else(|| Outcome::of(&res));
-        self.audit(action, object, matter, doc, outcome).await?;
-        res
+        self.portal
+            .inner
+            .store
+            .read(move |db| {
+                let node = match resolve(db, p, &pp) {
+                    Ok(n) => n,
+                    Err(e) => return Ok(ResolvedRead::failed(e)),
+                };
+                let (matter, doc) = (node.matter(), node.document());
+                let (res, over) = f(db, p, node);
+                Ok(ResolvedRead {
+                    res,
+                    matter,
+                    doc,
+                    over,
+                })
+            })
+            .await
     }
 
     /// Runs a changing operation in one write job: resolve, check, change, audit, one commit.
@@ -1394,5 +1410,29 @@ fn copy_nodes(
         (Node::Document(..), _) => Err(Error::Conflict("a document can't replace a folder".into())),
         (Node::Missing(_, _, n), _) => Err(Error::NotFound(n)),
         _ => Err(Error::Invalid("that can't be copied".into())),
+    }
+}
+
+/// What [`Tree::resolve_read`] found: the operation's result, where it happened (for the audit
+/// entry) and the outcome to record when it is not simply that of the result.
+pub(crate) struct ResolvedRead<R> {
+    pub(crate) res: Result<R>,
+    pub(crate) matter: Option<MatterId>,
+    pub(crate) doc: Option<DocumentId>,
+    pub(crate) over: Option<Outcome>,
+}
+
+impl<R> ResolvedRead<R> {
+    fn failed(e: Error) -> Self {
+        ResolvedRead {
+            res: Err(e),
+            matter: None,
+            doc: None,
+            over: None,
+        }
+    }
+    /// The outcome to audit.
+    pub(crate) fn outcome(&self) -> Outcome {
+        self.over.clone().unwrap_or_else(|| Outcome::of(&self.res))
     }
 }

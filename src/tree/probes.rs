@@ -13,9 +13,8 @@
 //! waiting. So every probe is still checked and recorded; only its entry's commit is shared. The
 //! entry's time is its commit time (at most [`FLUSH_AFTER`] after the probe).
 
-use super::{Entry, Tree, object_of, resolve, stat_node};
-use crate::audit::{self, AuditAction, NewEntry, Outcome};
-use crate::path::PortalPath;
+use super::{Entry, Tree, object_of, stat_node};
+use crate::audit::{self, AuditAction, NewEntry};
 use crate::{Portal, Result};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -102,27 +101,14 @@ impl Tree {
         let Some(pending) = self.probes.clone() else {
             return self.stat(path).await;
         };
-        let object = object_of(path);
-        let p = self.actor.principal;
-        let (res, matter, doc, over) = match PortalPath::parse(path) {
-            Err(e) => (Err(e), None, None, None),
-            Ok(pp) => {
-                self.portal
-                    .inner
-                    .store
-                    .read(move |db| {
-                        let node = match resolve(db, p, &pp) {
-                            Ok(n) => n,
-                            Err(e) => return Ok((Err(e), None, None, None)),
-                        };
-                        let (m, d) = (node.matter(), node.document());
-                        let (r, over) = stat_node(db, node);
-                        Ok((r.map(|(e, _)| e), m, d, over))
-                    })
-                    .await?
-            }
-        };
-        let outcome = over.unwrap_or_else(|| Outcome::of(&res));
+        let r = self
+            .resolve_read(path, |db, _, node| {
+                let (r, over) = stat_node(db, node);
+                (r.map(|(e, _)| e), over)
+            })
+            .await?;
+        let outcome = r.outcome();
+        let (res, matter, doc, object) = (r.res, r.matter, r.doc, object_of(path));
         let (n, arm) = pending.push(NewEntry {
             actor: self.actor.clone(),
             matter,

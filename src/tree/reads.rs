@@ -4,11 +4,10 @@
 //! the data.
 
 use super::handles::{MAX_READ, ReadHandle};
-use super::resolve::{Node, resolve};
+use super::resolve::Node;
 use super::{Tree, current_version, doc_entry, need, object_of};
 use crate::audit::{AuditAction, Outcome};
 use crate::model::Permission;
-use crate::path::PortalPath;
 use crate::{Error, Result};
 use bytes::Bytes;
 
@@ -23,35 +22,21 @@ impl Tree {
         prefetch: usize,
     ) -> Result<(ReadHandle, Bytes)> {
         let object = object_of(path);
-        let p = self.actor.principal;
-        let (res, matter, doc) = match PortalPath::parse(path) {
-            Err(e) => (Err(e), None, None),
-            Ok(pp) => {
-                self.portal
-                    .inner
-                    .store
-                    .read(move |db| {
-                        let node = match resolve(db, p, &pp) {
-                            Ok(n) => n,
-                            Err(e) => return Ok((Err(e), None, None)),
-                        };
-                        let (m, d) = (node.matter(), node.document());
-                        let r = match node {
-                            Node::Document(a, f, d, r) => need(&f, Permission::Read)
-                                .and_then(|_| current_version(db, a.matter, d, &r))
-                                .map(|v| {
-                                    (doc_entry(&a, &f, d, &r, Some(v.blob.sha256)), v.blob, f.id)
-                                }),
-                            Node::Missing(_, _, n) => Err(Error::NotFound(n)),
-                            _ => Err(Error::Invalid(
-                                "a folder can't be read as a document".into(),
-                            )),
-                        };
-                        Ok((r, m, d))
-                    })
-                    .await?
-            }
-        };
+        let found = self
+            .resolve_read(path, |db, _, node| {
+                let r = match node {
+                    Node::Document(a, f, d, r) => need(&f, Permission::Read)
+                        .and_then(|_| current_version(db, a.matter, d, &r))
+                        .map(|v| (doc_entry(&a, &f, d, &r, Some(v.blob.sha256)), v.blob, f.id)),
+                    Node::Missing(_, _, n) => Err(Error::NotFound(n)),
+                    _ => Err(Error::Invalid(
+                        "a folder can't be read as a document".into(),
+                    )),
+                };
+                (r, None)
+            })
+            .await?;
+        let (res, matter, doc) = (found.res, found.matter, found.doc);
         let outcome = Outcome::of(&res);
         let (entry, blob, folder) = match res {
             Ok(v) => v,
