@@ -792,16 +792,7 @@ impl Tree {
     pub async fn open_read(&self, path: &str) -> Result<ReadHandle> {
         let (entry, blob, folder) = self
             .read_op(AuditAction::Read, path, |db, _p, node| {
-                let r = match node {
-                    Node::Document(a, f, d, r) => need(&f, Permission::Read)
-                        .and_then(|_| current_version(db, a.matter, d, &r))
-                        .map(|v| (doc_entry(&a, &f, d, &r, Some(v.blob.sha256)), v.blob, f.id)),
-                    Node::Missing(_, _, n) => Err(Error::NotFound(n)),
-                    _ => Err(Error::Invalid(
-                        "a folder can't be read as a document".into(),
-                    )),
-                };
-                (r, None)
+                (readable_document(db, node), None)
             })
             .await?;
         let matter = entry
@@ -1410,6 +1401,23 @@ fn copy_nodes(
         (Node::Document(..), _) => Err(Error::Conflict("a document can't replace a folder".into())),
         (Node::Missing(_, _, n), _) => Err(Error::NotFound(n)),
         _ => Err(Error::Invalid("that can't be copied".into())),
+    }
+}
+
+/// The checks of a read: the node is a document the principal may Read; its entry, current blob
+/// and folder.
+pub(crate) fn readable_document<T: Tx + ?Sized>(
+    db: &Db<'_, T>,
+    node: Node,
+) -> Result<(Entry, BlobRef, FolderId)> {
+    match node {
+        Node::Document(a, f, d, r) => need(&f, Permission::Read)
+            .and_then(|_| current_version(db, a.matter, d, &r))
+            .map(|v| (doc_entry(&a, &f, d, &r, Some(v.blob.sha256)), v.blob, f.id)),
+        Node::Missing(_, _, n) => Err(Error::NotFound(n)),
+        _ => Err(Error::Invalid(
+            "a folder can't be read as a document".into(),
+        )),
     }
 }
 

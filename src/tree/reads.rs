@@ -4,10 +4,8 @@
 //! the data.
 
 use super::handles::{MAX_READ, ReadHandle};
-use super::resolve::Node;
-use super::{Tree, current_version, doc_entry, need, object_of};
+use super::{Tree, object_of, readable_document};
 use crate::audit::{AuditAction, Outcome};
-use crate::model::Permission;
 use crate::{Error, Result};
 use bytes::Bytes;
 
@@ -23,18 +21,7 @@ impl Tree {
     ) -> Result<(ReadHandle, Bytes)> {
         let object = object_of(path);
         let found = self
-            .resolve_read(path, |db, _, node| {
-                let r = match node {
-                    Node::Document(a, f, d, r) => need(&f, Permission::Read)
-                        .and_then(|_| current_version(db, a.matter, d, &r))
-                        .map(|v| (doc_entry(&a, &f, d, &r, Some(v.blob.sha256)), v.blob, f.id)),
-                    Node::Missing(_, _, n) => Err(Error::NotFound(n)),
-                    _ => Err(Error::Invalid(
-                        "a folder can't be read as a document".into(),
-                    )),
-                };
-                (r, None)
-            })
+            .resolve_read(path, |db, _, node| (readable_document(db, node), None))
             .await?;
         let (res, matter, doc) = (found.res, found.matter, found.doc);
         let outcome = Outcome::of(&res);
