@@ -104,7 +104,7 @@ impl PortalBuilder {
             keys: None,
             sealer: None,
             blobs: None,
-            cache_bytes: 64 << 20,
+            cache_bytes: 16 << 20,
             accounts: Default::default(),
             store: Default::default(),
         }
@@ -138,7 +138,7 @@ impl PortalBuilder {
         self.blobs = Some(b);
         self
     }
-    /// redb page cache size in bytes (default 64 MiB).
+    /// redb page cache size in bytes (default 16 MiB, as `[limits] cache_mib` of the server).
     pub fn cache_bytes(mut self, n: usize) -> Self {
         self.cache_bytes = n;
         self
