@@ -21,7 +21,7 @@ use dav_server::davpath::DavPath;
 use dav_server::fs::{DavMetaData, FsError, GuardedFileSystem, ReadDirMeta};
 use futures_util::StreamExt;
 use http::{HeaderValue, Response, StatusCode, header};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// The `DAV:` namespace.
 const DAV_NS: &str = "DAV:";
@@ -314,42 +314,24 @@ fn mime_of(name: &str) -> &'static str {
     }
 }
 
-/// Percent-encodes a path segment as dav-server does: everything but ASCII letters, digits and
+/// What dav-server percent-encodes in an href segment: everything but ASCII letters, digits and
 /// `-_.~` (and `/`, which can't occur in a name).
+const HREF_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
 fn percent_encode_into(out: &mut String, seg: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in seg {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 15)] as char);
-        }
-    }
+    out.extend(percent_encoding::percent_encode(seg, HREF_ESCAPED));
 }
 
 /// Decodes `%XX` escapes (invalid ones are kept as they are).
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                b.get(i + 1).copied().and_then(hex),
-                b.get(i + 2).copied().and_then(hex),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn escape_into(out: &mut String, s: &str) {
@@ -365,69 +347,21 @@ fn escape_into(out: &mut String, s: &str) {
     }
 }
 
-/// Seconds since the epoch, and the civil date/time (UTC) of a time before the epoch as 0.
-fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let secs = i64::try_from(secs).unwrap_or(i64::MAX / 2);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = if m <= 2 { y + 1 } else { y };
-    // 1970-01-01 was a Thursday (weekday 4, Sunday = 0).
-    let wd = (days + 4).rem_euclid(7) as u32;
-    (
-        y,
-        m,
-        d,
-        (rem / 3600) as u32,
-        ((rem % 3600) / 60) as u32,
-        (rem % 60) as u32,
-        wd,
-    )
-}
-
-/// `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110 IMF-fixdate).
+/// `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110 IMF-fixdate), as dav-server writes it.
 fn http_date(out: &mut String, t: SystemTime) {
-    use std::fmt::Write;
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let (y, mo, d, h, mi, s, wd) = civil(t);
-    let day = DAYS.get(wd as usize).copied().unwrap_or("Thu");
-    let month = MONTHS
-        .get((mo as usize).wrapping_sub(1))
-        .copied()
-        .unwrap_or("Jan");
-    let _ = write!(
-        out,
-        "{day}, {d:02} {month} {y:04} {h:02}:{mi:02}:{s:02} GMT"
-    );
+    out.push_str(&httpdate::fmt_http_date(t));
 }
 
-/// `1996-12-19T16:39:57Z` (RFC 3339, whole seconds).
+/// `1996-12-19T16:39:57Z` (RFC 3339, whole seconds), as dav-server writes it.
 fn rfc3339(out: &mut String, t: SystemTime) {
-    use std::fmt::Write;
-    let (y, mo, d, h, mi, s, _) = civil(t);
-    let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z");
+    let t = chrono::DateTime::<chrono::Utc>::from(t);
+    out.push_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
