@@ -13,12 +13,18 @@
 //! exists: [`AuthCache::invalidate_user`] for one login and [`AuthCache::bump_generation`] for
 //! all. A check that was already running when an invalidation happened does not insert its
 //! result.
+//!
+//! Clients open several connections at once with the same credentials (Finder and Explorer on
+//! mount, rclone and curl transferring in parallel). On a cache miss those requests would each
+//! run Argon2id; instead the first runs the check and the others with the same (user, password)
+//! wait for it and then take the cached result ([`AuthCache::begin_check`]). A failure is not
+//! shared: each waiter then runs its own check, so each failure still counts toward lockout.
 
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Why a login was refused.
@@ -93,6 +99,8 @@ pub struct AuthCache<P> {
     epoch: AtomicU64,
     /// An external counter; entries made under another value are dead.
     source: Option<EpochSource>,
+    /// Checks running now, by cache key (see [`AuthCache::begin_check`]).
+    inflight: Mutex<HashMap<[u8; 32], Arc<CheckSlot>>>,
 }
 
 impl<P> std::fmt::Debug for AuthCache<P> {
@@ -136,6 +144,7 @@ impl<P: Clone> AuthCache<P> {
             generation: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             source: None,
+            inflight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -185,6 +194,45 @@ impl<P: Clone> AuthCache<P> {
                 None
             }
             None => None,
+        }
+    }
+
+    /// Waits until no other check of the same (user, password) is running, then returns a guard
+    /// that marks this one as running until it is dropped. Call on a cache miss, then look the
+    /// credentials up again ([`AuthCache::get`]): a check that finished meanwhile has cached its
+    /// success. With caching disabled this returns at once and serialises nothing.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use sdx_portal::webdav::AuthCache;
+    /// use std::time::Duration;
+    /// let cache: AuthCache<u32> = AuthCache::new(Duration::from_secs(60), 16);
+    /// let running = cache.begin_check("jane", "pw").await;
+    /// let ticket = cache.ticket();
+    /// // ... verify the password (Argon2id), then:
+    /// cache.insert(ticket, "jane", "pw", 7);
+    /// drop(running);
+    /// // A request that waited in `begin_check` meanwhile now finds the result:
+    /// let _next = cache.begin_check("jane", "pw").await;
+    /// assert_eq!(cache.get("jane", "pw"), Some(7));
+    /// # });
+    /// ```
+    pub async fn begin_check(&self, user: &str, pass: &str) -> CheckGuard<'_, P> {
+        if self.ttl.is_zero() || self.capacity == 0 {
+            return CheckGuard {
+                cache: self,
+                held: None,
+            };
+        }
+        let key = self.cache_key(user, pass);
+        let slot = {
+            let mut m = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+            m.entry(key).or_default().clone()
+        };
+        let guard = slot.clone().lock_owned().await;
+        CheckGuard {
+            cache: self,
+            held: Some((key, slot, guard)),
         }
     }
 
@@ -272,6 +320,43 @@ impl<P: Clone> AuthCache<P> {
     }
 }
 
+/// A credential check in progress (from [`AuthCache::begin_check`]); dropping it lets the next
+/// request with the same credentials proceed.
+#[must_use = "the check counts as running only while the guard is held"]
+pub struct CheckGuard<'a, P> {
+    cache: &'a AuthCache<P>,
+    held: Option<([u8; 32], Arc<CheckSlot>, tokio::sync::OwnedMutexGuard<()>)>,
+}
+
+/// What requests with the same credentials queue on while one of them is being checked.
+type CheckSlot = tokio::sync::Mutex<()>;
+
+impl<P> std::fmt::Debug for CheckGuard<'_, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckGuard")
+            .field("held", &self.held.is_some())
+            .finish()
+    }
+}
+
+impl<P> Drop for CheckGuard<'_, P> {
+    fn drop(&mut self) {
+        if let Some((key, slot, guard)) = self.held.take() {
+            let mut m = self
+                .cache
+                .inflight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // Forget the slot once nobody else waits on it (the map, `slot` and the guard hold
+            // the only references); waiters keep it alive and take it in turn.
+            if m.get(&key).is_some_and(|s| Arc::ptr_eq(s, &slot)) && Arc::strong_count(&slot) <= 3 {
+                m.remove(&key);
+            }
+            drop(guard);
+        }
+    }
+}
+
 /// Longest `Authorization` header value accepted.
 const MAX_AUTH_HEADER: usize = 4096;
 
@@ -353,6 +438,62 @@ mod tests {
         let t = c.ticket();
         c.insert(t, "jane", "pw", 7);
         assert_eq!(c.get("jane", "pw"), Some(7));
+    }
+
+    /// The server's flow: cache, wait for a running check of the same credentials, cache again,
+    /// else check. Returns how many checks ran.
+    async fn concurrent_logins(
+        c: Arc<AuthCache<u32>>,
+        creds: Vec<(&'static str, &'static str)>,
+        ok: bool,
+    ) -> usize {
+        let checks = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for (u, p) in creds {
+            let (c, checks) = (c.clone(), checks.clone());
+            tasks.push(tokio::spawn(async move {
+                if c.get(u, p).is_some() {
+                    return;
+                }
+                let _running = c.begin_check(u, p).await;
+                if c.get(u, p).is_some() {
+                    return;
+                }
+                let t = c.ticket();
+                checks.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                if ok {
+                    c.insert(t, u, p, 7);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(
+            c.inflight.lock().unwrap().is_empty(),
+            "finished checks leave nothing behind"
+        );
+        checks.load(Ordering::SeqCst) as usize
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parallel_logins_with_the_same_credentials_check_once() {
+        let c = Arc::new(AuthCache::new(Duration::from_secs(60), 16));
+        assert_eq!(concurrent_logins(c, vec![("jane", "pw"); 8], true).await, 1);
+        // Different passwords (or users) are different checks.
+        let c = Arc::new(AuthCache::new(Duration::from_secs(60), 16));
+        let creds = vec![("jane", "a"), ("jane", "b"), ("bob", "a"), ("jane", "a")];
+        assert_eq!(concurrent_logins(c, creds, true).await, 3);
+        // A failure is not shared: every request runs (and is counted for lockout) itself.
+        let c = Arc::new(AuthCache::new(Duration::from_secs(60), 16));
+        assert_eq!(
+            concurrent_logins(c, vec![("jane", "bad"); 5], false).await,
+            5
+        );
+        // With the cache off nothing waits for anything.
+        let c = Arc::new(AuthCache::new(Duration::ZERO, 16));
+        assert_eq!(concurrent_logins(c, vec![("jane", "pw"); 4], true).await, 4);
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod propfind;
 pub mod quirks;
 pub mod server;
 
-pub use auth::{AuthCache, AuthError, Authenticator, EpochSource};
+pub use auth::{AuthCache, AuthError, Authenticator, CheckGuard, EpochSource};
 pub use lock_system::PortalLockSystem;
 pub use server::{
     DAV_PREFIX, DavCtx, DavService, Fallback, Refusal, RunningServer, ServerError, ServerLimits,

@@ -561,6 +561,12 @@ where
         if let Some(p) = cache.get(&user, &pass) {
             return Ok(p);
         }
+        // One Argon2id check per credential at a time: parallel connections of one client wait
+        // for the first and take its cached success.
+        let _running = cache.begin_check(&user, &pass).await;
+        if let Some(p) = cache.get(&user, &pass) {
+            return Ok(p);
+        }
         let ticket = cache.ticket();
         match self
             .inner
