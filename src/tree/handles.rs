@@ -98,7 +98,7 @@ impl ReadHandle {
     pub async fn read_at(&mut self, offset: u64, max: usize) -> Result<Bytes> {
         self.recheck().await?;
         let max = max.min(MAX_READ);
-        if let Some(b) = self.from_prefix(offset, max) {
+        if let Some(b) = self.read_in_prefix(offset, max) {
             return Ok(b);
         }
         self.reader.read_at(offset, max).await
@@ -106,7 +106,7 @@ impl ReadHandle {
 
     /// The answer to a read from the prefix read at open (or empty at or past the end), if it
     /// needs nothing else.
-    fn from_prefix(&self, offset: u64, max: usize) -> Option<Bytes> {
+    fn read_in_prefix(&self, offset: u64, max: usize) -> Option<Bytes> {
         let len = self.len();
         if offset >= len || max == 0 {
             return Some(Bytes::new());
