@@ -1,7 +1,9 @@
-//! Opening a document for a request that will read it at once (a WebDAV GET): the blob is opened
-//! and its first bytes read while the audit entry is being written, instead of one after the
-//! other. Nothing reaches the caller before both are done, so the audit entry still precedes
-//! the data.
+//! Opening a document for a request that will read it at once (a WebDAV GET, an SFTP open for
+//! reading): the blob is opened and its first bytes read ([`crate::blob::BlobStore::open_prefix`],
+//! one blocking job for the encrypted store) while the audit entry is being written, instead of
+//! one after the other. Nothing reaches the caller before both are done, so the audit entry still
+//! precedes the data, and a refused open never touches the blob. The handle keeps those first
+//! bytes and answers reads inside them (and at the end) without the blob store.
 
 use super::handles::{MAX_READ, ReadHandle};
 use super::{Tree, object_of, readable_document};
