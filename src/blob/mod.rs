@@ -69,6 +69,23 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn stage(&self, matter: MatterId, base: Option<&BlobRef>) -> Result<Box<dyn StagedBlob>>;
     /// Opens a committed blob for reading.
     async fn open(&self, matter: MatterId, blob: &BlobRef) -> Result<Box<dyn BlobReader>>;
+    /// Opens a committed blob and reads its first `max` bytes (fewer for a shorter blob, none for
+    /// `0`): what a reader about to stream the whole blob needs first. Stores that do blocking
+    /// work should do both in one blocking job (the default opens, then reads).
+    async fn open_prefix(
+        &self,
+        matter: MatterId,
+        blob: &BlobRef,
+        max: usize,
+    ) -> Result<(Box<dyn BlobReader>, Bytes)> {
+        let mut reader = self.open(matter, blob).await?;
+        let first = if max == 0 {
+            Bytes::new()
+        } else {
+            reader.read_at(0, max).await?
+        };
+        Ok((reader, first))
+    }
     /// Deletes a committed blob (purge). Deleting a missing blob is not an error.
     async fn remove(&self, matter: MatterId, blob: &BlobRef) -> Result<()>;
     /// Deletes every committed or staged blob whose id is not in `live` (crash leftovers). Returns

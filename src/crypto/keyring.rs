@@ -282,6 +282,12 @@ impl Keyring {
         self.inner.matters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The unwrapped keys of `matter` if they are cached (never touches the database, so it may
+    /// run on an async thread).
+    pub(crate) fn cached_matter_keys(&self, matter: MatterId) -> Option<Arc<MatterKeys>> {
+        self.cache().get(&matter).cloned()
+    }
+
     /// The unwrapped keys of `matter` (cached; loaded with a read transaction on a miss).
     pub(crate) fn matter_keys(&self, matter: MatterId) -> Result<Arc<MatterKeys>> {
         if let Some(k) = self.cache().get(&matter) {

@@ -39,6 +39,9 @@ pub struct ReadHandle {
     entry: Entry,
     folder: FolderId,
     reader: Box<dyn BlobReader>,
+    /// The document's first bytes, read at open ([`Tree::open_read_prefetch`]): reads inside
+    /// them (and at or past the end) are answered without asking the blob store.
+    prefix: Bytes,
     epoch: u64,
 }
 
@@ -63,8 +66,15 @@ impl ReadHandle {
             entry,
             folder,
             reader,
+            prefix: Bytes::new(),
             epoch,
         }
+    }
+
+    /// Keeps `prefix` (the document's first bytes) to answer reads inside it.
+    pub(crate) fn with_prefix(mut self, prefix: Bytes) -> Self {
+        self.prefix = prefix;
+        self
     }
 
     /// What was opened.
@@ -82,10 +92,31 @@ impl ReadHandle {
         self.len() == 0
     }
 
-    /// Reads up to `max` bytes (capped at [`MAX_READ`]) at `offset`; empty at the end.
+    /// Reads up to `max` bytes (capped at [`MAX_READ`]) at `offset`; empty at the end. The
+    /// access check is repeated whenever access rights changed since the last one, even for
+    /// bytes read ahead at open.
     pub async fn read_at(&mut self, offset: u64, max: usize) -> Result<Bytes> {
         self.recheck().await?;
-        self.reader.read_at(offset, max.min(MAX_READ)).await
+        let max = max.min(MAX_READ);
+        if let Some(b) = self.read_in_prefix(offset, max) {
+            return Ok(b);
+        }
+        self.reader.read_at(offset, max).await
+    }
+
+    /// The answer to a read from the prefix read at open (or empty at or past the end), if it
+    /// needs nothing else.
+    fn read_in_prefix(&self, offset: u64, max: usize) -> Option<Bytes> {
+        let len = self.len();
+        if offset >= len || max == 0 {
+            return Some(Bytes::new());
+        }
+        let end = len.min(offset.saturating_add(max as u64));
+        if end > self.prefix.len() as u64 {
+            return None;
+        }
+        // Both bounds are at most the prefix length (a usize), so the casts are exact.
+        Some(self.prefix.slice(offset as usize..end as usize))
     }
 
     async fn recheck(&mut self) -> Result<()> {

@@ -1,7 +1,9 @@
-//! Opening a document for a request that will read it at once (a WebDAV GET): the blob is opened
-//! and its first bytes read while the audit entry is being written, instead of one after the
-//! other. Nothing reaches the caller before both are done, so the audit entry still precedes
-//! the data.
+//! Opening a document for a request that will read it at once (a WebDAV GET, an SFTP open for
+//! reading): the blob is opened and its first bytes read ([`crate::blob::BlobStore::open_prefix`],
+//! one blocking job for the encrypted store) while the audit entry is being written, instead of
+//! one after the other. Nothing reaches the caller before both are done, so the audit entry still
+//! precedes the data, and a refused open never touches the blob. The handle keeps those first
+//! bytes and answers reads inside them (and at the end) without the blob store.
 
 use super::handles::{MAX_READ, ReadHandle};
 use super::{Tree, object_of, readable_document};
@@ -37,13 +39,8 @@ impl Tree {
         let m = entry.matter;
         let fetch = async move {
             let m = m.ok_or_else(|| Error::NotFound(object_of(path)))?;
-            let mut reader = blobs.open(m, &blob).await?;
-            let first = if prefetch == 0 {
-                Bytes::new()
-            } else {
-                reader.read_at(0, prefetch.min(MAX_READ)).await?
-            };
-            Ok::<_, Error>((reader, first))
+            // One blocking job opens the blob and decrypts its first bytes.
+            blobs.open_prefix(m, &blob, prefetch.min(MAX_READ)).await
         };
         let (audited, fetched) = tokio::join!(
             self.audit(AuditAction::Read, object, matter, doc, outcome),
@@ -51,20 +48,34 @@ impl Tree {
         );
         audited?;
         let (reader, first) = fetched?;
-        Ok((ReadHandle::new(self.clone(), entry, folder, reader), first))
+        let handle =
+            ReadHandle::new(self.clone(), entry, folder, reader).with_prefix(first.clone());
+        Ok((handle, first))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::Portal;
     use crate::audit::{AuditAction, AuditFilter, Outcome};
+    use crate::blob::mem::MemBlobStore;
+    use crate::blob::{BlobId, BlobReader, BlobRef, BlobStore, StagedBlob};
     use crate::model::*;
     use crate::tree::WriteOptions;
+    use crate::{Portal, PortalBuilder, Result};
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use std::collections::HashSet;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Alice may read `Docs` of matter 1; `Internal` is hidden from her.
     async fn setup() -> (Portal, Actor, Actor) {
-        let portal = Portal::in_memory().await.unwrap();
+        let (portal, alice, staff, _) = setup_on(Portal::in_memory().await.unwrap()).await;
+        (portal, alice, staff)
+    }
+
+    /// [`setup`] on a given portal; also returns alice's matter and participant ids.
+    async fn setup_on(portal: Portal) -> (Portal, Actor, Actor, (MatterId, ParticipantId)) {
         let firm = Actor::system();
         let client = portal
             .create_participant_type(&firm, "Client")
@@ -103,7 +114,107 @@ mod tests {
             up.write(b"hello, world").await.unwrap();
             up.commit().await.unwrap();
         }
-        (portal, Actor::api(Principal::Portal(login)), staff)
+        (portal, Actor::api(Principal::Portal(login)), staff, (m, p))
+    }
+
+    /// A blob store counting opens and reads.
+    #[derive(Default)]
+    struct Counting {
+        inner: MemBlobStore,
+        opens: Arc<AtomicUsize>,
+        reads: Arc<AtomicUsize>,
+    }
+
+    struct CountingReader(Box<dyn BlobReader>, Arc<AtomicUsize>);
+
+    #[async_trait]
+    impl BlobReader for CountingReader {
+        fn len(&self) -> u64 {
+            self.0.len()
+        }
+        async fn read_at(&mut self, offset: u64, max: usize) -> Result<Bytes> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            self.0.read_at(offset, max).await
+        }
+    }
+
+    #[async_trait]
+    impl BlobStore for Counting {
+        async fn stage(&self, m: MatterId, base: Option<&BlobRef>) -> Result<Box<dyn StagedBlob>> {
+            self.inner.stage(m, base).await
+        }
+        async fn open(&self, m: MatterId, blob: &BlobRef) -> Result<Box<dyn BlobReader>> {
+            self.opens.fetch_add(1, Ordering::SeqCst);
+            let r = self.inner.open(m, blob).await?;
+            Ok(Box::new(CountingReader(r, self.reads.clone())))
+        }
+        async fn remove(&self, m: MatterId, blob: &BlobRef) -> Result<()> {
+            self.inner.remove(m, blob).await
+        }
+        async fn retain(&self, live: &HashSet<BlobId>) -> Result<u64> {
+            self.inner.retain(live).await
+        }
+        async fn purge_matter(&self, m: MatterId) -> Result<()> {
+            self.inner.purge_matter(m).await
+        }
+    }
+
+    /// Reads inside the prefix read at open, and reads at or past the end, don't go back to the
+    /// blob store; a refused open never opens the blob; a revoked grant still stops reads of
+    /// the prefix.
+    #[tokio::test]
+    async fn the_prefix_answers_reads_without_the_store_and_refusals_never_open_the_blob() {
+        let store = Arc::new(Counting::default());
+        let (opens, reads) = (store.opens.clone(), store.reads.clone());
+        let portal = PortalBuilder::memory()
+            .blob_store(store)
+            .open()
+            .await
+            .unwrap();
+        let (portal, alice, _staff, (m, p)) = setup_on(portal).await;
+        let t = portal.tree(alice);
+        let before = opens.load(Ordering::SeqCst);
+        for path in [
+            "/1 M/Internal/secret.txt",
+            "/1 M/Docs/missing.txt",
+            "/1 M/Docs",
+        ] {
+            t.open_read_prefetch(path, 65_536).await.unwrap_err();
+        }
+        assert_eq!(
+            opens.load(Ordering::SeqCst),
+            before,
+            "a refused open opened a blob"
+        );
+
+        let (mut h, first) = t
+            .open_read_prefetch("/1 M/Docs/a.txt", 65_536)
+            .await
+            .unwrap();
+        assert_eq!(&first[..], b"hello, world");
+        assert_eq!(opens.load(Ordering::SeqCst), before + 1);
+        let r0 = reads.load(Ordering::SeqCst);
+        assert_eq!(&h.read_at(0, 32_768).await.unwrap()[..], b"hello, world");
+        assert_eq!(&h.read_at(5, 3).await.unwrap()[..], b", w");
+        assert!(h.read_at(12, 32_768).await.unwrap().is_empty());
+        assert!(h.read_at(1 << 40, 32_768).await.unwrap().is_empty());
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            r0,
+            "a read inside the prefix hit the store"
+        );
+
+        // A shorter prefix: reads beyond it go to the store.
+        let (mut h2, first) = t.open_read_prefetch("/1 M/Docs/a.txt", 5).await.unwrap();
+        assert_eq!(&first[..], b"hello");
+        assert_eq!(&h2.read_at(0, 5).await.unwrap()[..], b"hello");
+        assert_eq!(reads.load(Ordering::SeqCst), r0 + 1);
+        assert_eq!(&h2.read_at(3, 100).await.unwrap()[..], b"lo, world");
+        assert_eq!(reads.load(Ordering::SeqCst), r0 + 2);
+
+        portal.revoke_access(&Actor::system(), m, p).await.unwrap();
+        let e = h.read_at(0, 5).await.unwrap_err();
+        assert!(e.is_denied(), "{e}");
     }
 
     async fn reads(portal: &Portal, staff: &Actor) -> Vec<(String, Outcome)> {

@@ -64,6 +64,7 @@ use crate::crypto::{Cipher, Keyring};
 use crate::model::MatterId;
 use crate::{Error, Result};
 use async_trait::async_trait;
+use bytes::Bytes;
 use format::Layout;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -311,6 +312,14 @@ pub async fn verify_content(reader: &mut dyn BlobReader, expected: &BlobRef) -> 
 #[async_trait]
 impl BlobStore for EncryptedBlobStore {
     async fn stage(&self, matter: MatterId, base: Option<&BlobRef>) -> Result<Box<dyn StagedBlob>> {
+        // A new upload touches no disk until its first batch: with the matter's keys cached it
+        // starts right here; otherwise loading them reads the database, on the blocking pool.
+        if base.is_none()
+            && let Some(mkeys) = self.shared.keys.cached_matter_keys(matter)
+        {
+            let s = staged::EncStaged::fresh(self.shared.clone(), matter, mkeys)?;
+            return Ok(Box::new(s));
+        }
         let shared = self.shared.clone();
         let base = base.cloned();
         let s = tokio::task::spawn_blocking(move || {
@@ -327,6 +336,21 @@ impl BlobStore for EncryptedBlobStore {
             tokio::task::spawn_blocking(move || reader::open_committed(&shared, matter, &blob))
                 .await??;
         Ok(Box::new(reader::EncReader::new(chunks)))
+    }
+
+    async fn open_prefix(
+        &self,
+        matter: MatterId,
+        blob: &BlobRef,
+        max: usize,
+    ) -> Result<(Box<dyn BlobReader>, Bytes)> {
+        let shared = self.shared.clone();
+        let blob = blob.clone();
+        let (reader, first) = tokio::task::spawn_blocking(move || {
+            reader::EncReader::open_prefix(&shared, matter, &blob, max)
+        })
+        .await??;
+        Ok((Box::new(reader), first))
     }
 
     async fn remove(&self, matter: MatterId, blob: &BlobRef) -> Result<()> {

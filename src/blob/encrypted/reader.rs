@@ -179,6 +179,32 @@ impl EncReader {
         }
     }
 
+    /// Opens a committed blob and decrypts the chunks holding its first `max` bytes (capped at
+    /// [`MAX_READ`]) in the same call; returns the reader, primed with that run as its cached
+    /// run and as a sequential reader at the end of the prefix, and the prefix. Blocking.
+    pub fn open_prefix(
+        shared: &Shared,
+        matter: MatterId,
+        r: &BlobRef,
+        max: usize,
+    ) -> Result<(EncReader, Bytes)> {
+        let chunks = open_committed(shared, matter, r)?;
+        let want = chunks.len.min(max.min(MAX_READ) as u64);
+        let mut reader = EncReader::new(chunks);
+        if want == 0 {
+            return Ok((reader, Bytes::new()));
+        }
+        let last = (want - 1) / reader.chunks.layout.c;
+        let mut run = Vec::new();
+        reader.chunks.read_chunks(0, last, &mut run)?;
+        reader.cache = Some((0, Bytes::from(run)));
+        reader.next = Some(want);
+        let first = reader.cached(0, want).ok_or_else(|| {
+            Error::Integrity("a blob chunk decrypted to an unexpected length".into())
+        })?;
+        Ok((reader, first))
+    }
+
     fn spawn_run(&mut self, first: u64, last: u64) -> Run {
         let chunks = self.chunks.clone();
         let mut b = self.spares.pop().unwrap_or_default();
@@ -302,5 +328,71 @@ impl BlobReader for EncReader {
             self.prefetch.clear();
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::BlobStore;
+    use crate::blob::encrypted::EncryptedBlobStore;
+    use crate::crypto::{Keyring, MasterKey, Sealer};
+
+    /// `open_prefix` returns the blob's first bytes (fewer for a shorter blob, none for 0) and a
+    /// reader primed with the decrypted run, continuing as a sequential reader after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn open_prefix_reads_the_first_bytes_in_the_same_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(redb::Database::create(dir.path().join("p.redb")).unwrap());
+        let keys = Keyring::open(db.clone(), &MasterKey::random().unwrap()).unwrap();
+        let txn = db.begin_write().unwrap();
+        keys.create_matter_key(&txn, MatterId(1)).unwrap();
+        txn.commit().unwrap();
+        let store = EncryptedBlobStore::open(
+            dir.path().join("blobs"),
+            keys,
+            crate::crypto::Cipher::Aes256Gcm,
+        )
+        .unwrap();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let mut up = store.stage(MatterId(1), None).await.unwrap();
+        up.append(&data).await.unwrap();
+        let r = up.commit().await.unwrap();
+        let shared = store.shared.clone();
+        for (max, want) in [
+            (0usize, 0usize),
+            (10, 10),
+            (65_536, 65_536),
+            (100_000, 100_000),
+            (1 << 20, 200_000),
+        ] {
+            let (sh, r2) = (shared.clone(), r.clone());
+            let (mut rd, first) = tokio::task::spawn_blocking(move || {
+                EncReader::open_prefix(&sh, MatterId(1), &r2, max)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            assert_eq!(first.len(), want, "max {max}");
+            assert_eq!(&first[..], &data[..want]);
+            if want > 0 {
+                assert_eq!(rd.next, Some(want as u64), "not primed as sequential");
+                let (run_first, run) = rd.cache.as_ref().unwrap();
+                assert_eq!(*run_first, 0);
+                assert!(run.len() >= want);
+            }
+            // the rest reads on from there
+            let rest = rd.read_at(want as u64, 1 << 20).await.unwrap();
+            assert_eq!(&rest[..], &data[want..]);
+            assert!(rd.read_at(200_000, 10).await.unwrap().is_empty());
+        }
+        // The trait method gives the same.
+        let (mut rd, first) = store.open_prefix(MatterId(1), &r, 4096).await.unwrap();
+        assert_eq!(&first[..], &data[..4096]);
+        assert_eq!(&rd.read_at(4096, 10).await.unwrap()[..], &data[4096..4106]);
+        // A damaged reference fails the open, as `open` does.
+        let mut bad = r.clone();
+        bad.len += 1;
+        assert!(store.open_prefix(MatterId(1), &bad, 4096).await.is_err());
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! Two modes:
 //! - **Append** (the streaming fast path, every upload starts here): the staging file
-//!   `tmp/<id>.part` is already in the committed format under the blob's final data key. Full
+//!   `tmp/<id>.part` is already in the committed format under the blob's final data key. It is
+//!   created with the first batch written (an upload shorter than one batch creates, writes,
+//!   syncs and renames it in its commit's one blocking job), so starting an upload touches no
+//!   disk. Full
 //!   chunks are sealed as non-final in batches (`flush_bytes`, 256 KiB by default) on the blocking
 //!   pool — SHA-256 of the plaintext on one thread, seal + write on another — while the caller
 //!   fills the next batch. The last `1..=C` bytes stay in memory until commit, which seals them as
@@ -104,12 +107,31 @@ const SEAL_DEPTH: usize = 3;
 /// state; more would only be memory an idle upload holds.
 const SPARES: usize = 1;
 
+/// The staging file of an append-mode upload.
+struct PartFile {
+    file: Arc<File>,
+    path: TempPath,
+}
+
+impl PartFile {
+    /// Creates `tmp/<id>.part` (blocking).
+    fn create(shared: &Shared, id: BlobId) -> Result<PartFile> {
+        let (file, path) = create_temp(&shared.tmp, &format!("{}.part", id.to_hex()))?;
+        Ok(PartFile {
+            file: Arc::new(file),
+            path,
+        })
+    }
+}
+
 struct Append {
     id: BlobId,
     data_key: SecretKey,
     cc: Arc<ChunkCipher>,
-    file: Arc<File>,
-    path: TempPath,
+    /// Created at the first batch flush, or by the commit of an upload that never reached one
+    /// (so opening an upload touches no disk, and a small upload's file is created, written,
+    /// synced and renamed in one blocking job).
+    file: Option<PartFile>,
     /// Chunks handed to the writer (sealed, non-final).
     sealed: u64,
     /// Plaintext after the sealed chunks.
@@ -176,41 +198,43 @@ fn check_len(end: Option<u64>) -> Result<u64> {
 }
 
 impl EncStaged {
+    /// Starts an append-mode upload with the matter's keys at hand. Touches no disk (the staging
+    /// file is created when the first batch is written), so it may run on an async thread.
+    pub fn fresh(shared: Arc<Shared>, matter: MatterId, mkeys: Arc<MatterKeys>) -> Result<Self> {
+        let id = BlobId::random();
+        let data_key = SecretKey::random()?;
+        let layout = shared.layout;
+        let cc = ChunkCipher::new(&data_key, id, shared.opts.cipher, layout)?;
+        let cap = shared.opts.flush_bytes + layout.cu();
+        let a = Append {
+            id,
+            data_key,
+            cc: Arc::new(cc),
+            file: None,
+            sealed: 0,
+            pending: Vec::with_capacity(cap),
+            hasher: Some(digest::Context::new(&digest::SHA256)),
+            hashing: None,
+            sealing: std::collections::VecDeque::new(),
+            sync: None,
+            unsynced: 0,
+            spare_plain: Vec::new(),
+            spare_out: Vec::new(),
+        };
+        Ok(EncStaged {
+            shared,
+            matter,
+            mkeys,
+            len: 0,
+            mode: Mode::Append(Box::new(a)),
+        })
+    }
+
     /// Starts an upload (blocking: call inside `spawn_blocking`).
     pub fn start(shared: Arc<Shared>, matter: MatterId, base: Option<&BlobRef>) -> Result<Self> {
         let mkeys = shared.keys.matter_keys(matter)?;
         match base {
-            None => {
-                let id = BlobId::random();
-                let data_key = SecretKey::random()?;
-                let layout = shared.layout;
-                let cc = ChunkCipher::new(&data_key, id, shared.opts.cipher, layout)?;
-                let (file, path) = create_temp(&shared.tmp, &format!("{}.part", id.to_hex()))?;
-                let cap = shared.opts.flush_bytes + layout.cu();
-                let a = Append {
-                    id,
-                    data_key,
-                    cc: Arc::new(cc),
-                    file: Arc::new(file),
-                    path,
-                    sealed: 0,
-                    pending: Vec::with_capacity(cap),
-                    hasher: Some(digest::Context::new(&digest::SHA256)),
-                    hashing: None,
-                    sealing: std::collections::VecDeque::new(),
-                    sync: None,
-                    unsynced: 0,
-                    spare_plain: Vec::new(),
-                    spare_out: Vec::new(),
-                };
-                Ok(EncStaged {
-                    shared,
-                    matter,
-                    mkeys,
-                    len: 0,
-                    mode: Mode::Append(Box::new(a)),
-                })
-            }
+            None => Self::fresh(shared, matter, mkeys),
             Some(b) => {
                 let chunks = open_committed(&shared, matter, b)?;
                 let r = Random::new(&shared, Some(chunks), None, b.len)?;
@@ -248,6 +272,7 @@ impl EncStaged {
         let flush = self.shared.opts.flush_bytes;
         let sync_every = self.shared.opts.sync_every;
         let cap = flush + layout.cu();
+        let shared = self.shared.clone();
         let a = self.append_mode()?;
         let mut rest = data;
         while !rest.is_empty() {
@@ -256,7 +281,7 @@ impl EncStaged {
             a.pending.extend_from_slice(&rest[..n]);
             rest = &rest[n..];
             if a.pending.len() > flush {
-                a.flush(layout, flush, sync_every).await?;
+                a.flush(&shared, flush, sync_every).await?;
             }
         }
         Ok(())
@@ -297,24 +322,28 @@ impl EncStaged {
             let Append {
                 cc,
                 file,
-                mut path,
                 sealed,
                 pending,
                 ..
             } = a;
             let base_len = sealed * layout.c;
-            let (base, base_temp) = if sealed > 0 {
-                let ch = Chunks {
-                    file,
-                    cc,
-                    layout,
-                    len: base_len,
-                    last_is_final: false,
-                };
-                (Some(ch), Some(path))
-            } else {
-                path.remove_now();
-                (None, None)
+            let (base, base_temp) = match file {
+                Some(PartFile { file, path }) if sealed > 0 => {
+                    let ch = Chunks {
+                        file,
+                        cc,
+                        layout,
+                        len: base_len,
+                        last_is_final: false,
+                    };
+                    (Some(ch), Some(path))
+                }
+                other => {
+                    if let Some(mut f) = other {
+                        f.path.remove_now();
+                    }
+                    (None, None)
+                }
             };
             let mut r = Random::new(&shared, base, base_temp, base_len)?;
             for (j, chunk) in pending.chunks(layout.cu()).enumerate() {
@@ -386,7 +415,8 @@ impl Append {
     /// Hands all full chunks but the last `1..=C` pending bytes to the blocking pool: one task
     /// hashes them (after the previous batch's hash), another seals and writes them; up to
     /// [`SEAL_DEPTH`] batches are sealed at once, so hashing never waits for the disk.
-    async fn flush(&mut self, layout: Layout, flush: usize, sync_every: u64) -> Result<()> {
+    async fn flush(&mut self, shared: &Arc<Shared>, flush: usize, sync_every: u64) -> Result<()> {
+        let layout = shared.layout;
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -417,12 +447,18 @@ impl Append {
             hasher.update(&d1);
             hasher
         }));
-        let (d2, cc, file, first) = (
-            data.clone(),
-            self.cc.clone(),
-            self.file.clone(),
-            self.sealed,
-        );
+        let file = match &self.file {
+            Some(f) => f.file.clone(),
+            None => {
+                // The first batch: the staging file is created now.
+                let (sh, id) = (shared.clone(), self.id);
+                let f = spawn_blocking(move || PartFile::create(&sh, id)).await??;
+                let file = f.file.clone();
+                self.file = Some(f);
+                file
+            }
+        };
+        let (d2, cc, first) = (data.clone(), self.cc.clone(), self.sealed);
         let out = self.spare_out.pop().unwrap_or_default();
         let task = spawn_blocking(move || seal_full_chunks(&cc, &file, &d2, first, layout, out));
         self.sealed += k;
@@ -452,8 +488,10 @@ impl Append {
         self.unsynced += f.bytes;
         if self.unsynced >= sync_every && self.sync.as_ref().is_none_or(|s| s.is_finished()) {
             self.finish_sync().await?;
-            let file = self.file.clone();
-            self.sync = Some(spawn_blocking(move || file.sync_data()));
+            if let Some(f) = &self.file {
+                let file = f.file.clone();
+                self.sync = Some(spawn_blocking(move || file.sync_data()));
+            }
             self.unsynced = 0;
         }
         Ok(())
@@ -804,8 +842,11 @@ impl StagedBlob for EncStaged {
             let mut out = Vec::with_capacity((end - offset) as usize);
             if offset < sealed {
                 a.finish_all(sync_every).await?;
+                let file = a.file.as_ref().map(|f| f.file.clone()).ok_or_else(|| {
+                    Error::Storage("internal: sealed chunks without a staging file".into())
+                })?;
                 let ch = Chunks {
-                    file: a.file.clone(),
+                    file,
                     cc: a.cc.clone(),
                     layout,
                     len: sealed,
@@ -877,9 +918,14 @@ impl StagedBlob for EncStaged {
                         (pending.len() - 1) / layout.cu()
                     };
                     let cut = k * layout.cu();
+                    // An upload that never filled a batch has no staging file yet.
+                    let PartFile { file, mut path } = match a.file.take() {
+                        Some(f) => f,
+                        None => PartFile::create(&shared, a.id)?,
+                    };
                     let mut out = if k > 0 {
                         let out = a.spare_out.pop().unwrap_or_default();
-                        seal_full_chunks(&a.cc, &a.file, &pending[..cut], a.sealed, layout, out)?
+                        seal_full_chunks(&a.cc, &file, &pending[..cut], a.sealed, layout, out)?
                     } else {
                         Vec::new()
                     };
@@ -888,12 +934,12 @@ impl StagedBlob for EncStaged {
                     out.extend_from_slice(&pending[cut..]);
                     let tag = a.cc.seal(last, true, &mut out)?;
                     out.extend_from_slice(&tag);
-                    a.file.write_all_at(&out, last * layout.stride())?;
+                    file.write_all_at(&out, last * layout.stride())?;
                     if !shared.deferred() {
-                        a.file.sync_data()?;
+                        file.sync_data()?;
                     }
                     let expected = layout.file_len(len);
-                    let actual = a.file.metadata()?.len();
+                    let actual = file.metadata()?.len();
                     if actual != expected {
                         return Err(Error::Storage(format!(
                             "internal: staged file has {actual} bytes, expected {expected}"
@@ -901,8 +947,8 @@ impl StagedBlob for EncStaged {
                     }
                     let sha = finish(hasher);
                     let r = make_ref(&shared, &mkeys, matter, a.id, len, sha, &a.data_key)?;
-                    shared.install(matter, a.path.path(), a.id)?;
-                    a.path.disarm();
+                    shared.install(matter, path.path(), a.id)?;
+                    path.disarm();
                     Ok(r)
                 })
                 .await?
@@ -932,7 +978,9 @@ impl StagedBlob for EncStaged {
                 // Let the batch in flight finish so nothing writes to the file after removal.
                 let _ = a.finish_all(u64::MAX).await;
                 let _ = a.finish_sync().await;
-                spawn_blocking(move || a.path.remove_now()).await?;
+                if let Some(mut f) = a.file.take() {
+                    spawn_blocking(move || f.path.remove_now()).await?;
+                }
                 Ok(())
             }
             Mode::Random(mut r) => {
@@ -950,6 +998,142 @@ mod tests {
     use super::*;
     use crate::blob::encrypted::EncryptedBlobStore;
     use crate::crypto::{Keyring, MasterKey, Sealer};
+
+    fn test_store(dir: &Path, opts: crate::blob::encrypted::BlobOptions) -> EncryptedBlobStore {
+        let db = Arc::new(redb::Database::create(dir.join("p.redb")).unwrap());
+        let keys = Keyring::open(db.clone(), &MasterKey::random().unwrap()).unwrap();
+        let txn = db.begin_write().unwrap();
+        keys.create_matter_key(&txn, MatterId(1)).unwrap();
+        txn.commit().unwrap();
+        EncryptedBlobStore::open_with(dir.join("blobs"), keys, opts).unwrap()
+    }
+
+    fn staged_files(store: &EncryptedBlobStore) -> usize {
+        std::fs::read_dir(store.dir().join("tmp")).unwrap().count()
+    }
+
+    fn committed_files(store: &EncryptedBlobStore) -> usize {
+        match std::fs::read_dir(store.dir().join(format!("{:016x}", 1))) {
+            Ok(d) => d.count(),
+            Err(_) => 0,
+        }
+    }
+
+    /// Starting an upload touches no disk; a small upload's file appears only in its commit
+    /// (and is renamed into place there), an upload longer than a batch gets it at the first
+    /// batch; aborted or dropped uploads leave nothing behind either way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_staging_file_is_created_with_the_first_batch_or_at_commit() {
+        use crate::blob::BlobStore;
+        let dir = tempfile::tempdir().unwrap();
+        let store = test_store(dir.path(), Default::default());
+        let flush = store.shared.opts.flush_bytes;
+        for round in 0..2 {
+            // round 0 loads the matter key (blocking pool), round 1 finds it cached
+            let mut up = store.stage(MatterId(1), None).await.unwrap();
+            assert_eq!(staged_files(&store), 0, "round {round}: a file at stage()");
+            up.append(&[7u8; 4096]).await.unwrap();
+            up.write_at(4096, &[8u8; 100]).await.unwrap();
+            assert_eq!(
+                &up.read_at(4090, 10).await.unwrap()[..],
+                &[7, 7, 7, 7, 7, 7, 8, 8, 8, 8]
+            );
+            assert_eq!(
+                staged_files(&store),
+                0,
+                "round {round}: a file before any batch"
+            );
+            let r = up.commit().await.unwrap();
+            assert_eq!(r.len, 4196);
+            assert_eq!(staged_files(&store), 0);
+            assert_eq!(committed_files(&store), round + 1);
+            let mut rd = store.open(MatterId(1), &r).await.unwrap();
+            let got = rd.read_at(0, 1 << 20).await.unwrap();
+            assert_eq!(&got[..4096], &[7u8; 4096][..]);
+            assert_eq!(&got[4096..], &[8u8; 100][..]);
+        }
+        // An empty upload commits too (its file is the one final, empty chunk).
+        let up = store.stage(MatterId(1), None).await.unwrap();
+        let r = up.commit().await.unwrap();
+        assert_eq!(r.len, 0);
+        store.verify(MatterId(1), &r).await.unwrap();
+        assert_eq!(staged_files(&store), 0);
+
+        // Past one batch: the file exists while the upload goes on.
+        let big: Vec<u8> = (0..flush * 2 + 1000).map(|i| (i % 251) as u8).collect();
+        let mut up = store.stage(MatterId(1), None).await.unwrap();
+        up.append(&big).await.unwrap();
+        assert_eq!(
+            staged_files(&store),
+            1,
+            "no staging file after a full batch"
+        );
+        let r = up.commit().await.unwrap();
+        assert_eq!(staged_files(&store), 0);
+        store.verify(MatterId(1), &r).await.unwrap();
+
+        // Aborted and dropped, small and big: nothing left.
+        for data in [&big[..100], &big[..]] {
+            let mut up = store.stage(MatterId(1), None).await.unwrap();
+            up.append(data).await.unwrap();
+            up.abort().await.unwrap();
+            assert_eq!(staged_files(&store), 0);
+            let mut up = store.stage(MatterId(1), None).await.unwrap();
+            up.append(data).await.unwrap();
+            drop(up);
+            let mut left = usize::MAX;
+            for _ in 0..100 {
+                left = staged_files(&store);
+                if left == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            assert_eq!(
+                left,
+                0,
+                "a dropped upload of {} bytes left its file",
+                data.len()
+            );
+        }
+    }
+
+    /// A small upload switched to random mode before any batch (a write far past the end)
+    /// has no append file to carry over, and still commits what was written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_upload_switches_to_random_mode_without_a_staging_file() {
+        use crate::blob::BlobStore;
+        let dir = tempfile::tempdir().unwrap();
+        let store = test_store(dir.path(), Default::default());
+        let mut up = store.stage(MatterId(1), None).await.unwrap();
+        up.append(b"head").await.unwrap();
+        let far = APPEND_ZERO_FILL_MAX + 10;
+        up.write_at(far, b"tail").await.unwrap();
+        // only the scratch file of random mode
+        assert_eq!(staged_files(&store), 1);
+        let r = up.commit().await.unwrap();
+        assert_eq!(r.len, far + 4);
+        assert_eq!(staged_files(&store), 0);
+        let mut rd = store.open(MatterId(1), &r).await.unwrap();
+        assert_eq!(&rd.read_at(0, 4).await.unwrap()[..], b"head");
+        assert_eq!(&rd.read_at(far, 4).await.unwrap()[..], b"tail");
+        assert_eq!(rd.read_at(4, 4).await.unwrap()[..], [0u8; 4]);
+    }
+
+    /// A commit that can't create its staging file (here: the staging directory is gone) fails
+    /// cleanly and commits nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_that_cannot_create_its_file_fails() {
+        use crate::blob::BlobStore;
+        let dir = tempfile::tempdir().unwrap();
+        let store = test_store(dir.path(), Default::default());
+        let mut up = store.stage(MatterId(1), None).await.unwrap();
+        up.append(b"hello").await.unwrap();
+        std::fs::remove_dir(store.dir().join("tmp")).unwrap();
+        let e = up.commit().await.unwrap_err();
+        assert!(matches!(e, Error::Io(_)), "{e}");
+        assert_eq!(committed_files(&store), 0);
+    }
 
     /// Eight concurrent uploads must fit a server's memory budget (issue 8: under 100 MiB in all
     /// during 8 concurrent 64 MiB uploads): each upload's buffers stay within a few MiB whatever
