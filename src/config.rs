@@ -234,7 +234,9 @@ pub enum DurabilityMode {
 ///   client at once) and fsynced together at most `flush_interval_ms` later (default 200), as
 ///   well as on a clean shutdown (SIGTERM/SIGINT) and before a backup or a purge deletes files.
 ///   A crash of the machine (power loss, kernel panic) or a SIGKILL of the server can lose the
-///   operations acknowledged in that last interval, with their audit entries; it never leaves a
+///   operations acknowledged in that last interval, with their audit entries (so can a full disk:
+///   a commit that fails for lack of space reopens the database at its last durable commit); it
+///   never leaves a
 ///   partial document or a corrupt database, and `sdx audit verify` still passes (the chain ends
 ///   at the last durable commit). The same class of guarantee as Apache mod_dav, OpenSSH's
 ///   sftp-server, Nextcloud or SFTPGo, which do not fsync per operation. Much faster for many
