@@ -212,6 +212,20 @@ fuzz_target!(|data: &[u8]| {
             }
             Err(e) => assert!(acceptable(&e), "open error of the wrong kind: {e:?}"),
         }
+        // Open and first bytes in one job (what a GET and an SFTP open use), then a read after
+        // the prefix from the same reader (where its sequential read-ahead starts).
+        let pre = usize::from(reads.first().copied().unwrap_or(0)) * 64 + 1;
+        match st.store.open_prefix(M, &r, pre).await {
+            Ok((mut rd, first)) => {
+                expect(0, &first, "prefix");
+                let at = first.len() as u64;
+                match rd.read_at(at, 1 << 20).await {
+                    Ok(b) => expect(at, &b, "read after the prefix"),
+                    Err(e) => assert!(acceptable(&e), "read error of the wrong kind: {e:?}"),
+                }
+            }
+            Err(e) => assert!(acceptable(&e), "open_prefix error of the wrong kind: {e:?}"),
+        }
         // A staged copy of the damaged blob (random-access edit) must not launder the damage.
         if mode & 4 != 0 {
             match st.store.stage(M, Some(&r)).await {

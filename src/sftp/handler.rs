@@ -3,7 +3,9 @@
 //! A translator only: each request becomes one [`Tree`] operation, which checks the permission and
 //! writes the audit entry; errors map to SFTP status codes with a message saying why. Extended
 //! requests (`posix-rename@openssh.com`, `statvfs@openssh.com`, `fsync@openssh.com`) go through
-//! the same tree calls as plain ones.
+//! the same tree calls as plain ones. `limits@openssh.com` (offered by sessions the server starts,
+//! [`PortalSftp::with_limits`]) tells OpenSSH's client it may read and write 255 KiB per request,
+//! as OpenSSH's own server does, instead of its 32 KiB default.
 //!
 //! Paths: relative paths are taken from `/`; `realpath` always answers an absolute, canonical path.
 //! Uploads commit atomically on `close`; out-of-order writes (OpenSSH and rclone keep many in
@@ -75,6 +77,9 @@ pub struct PortalSftp {
     tree: Tree,
     handles: HashMap<String, Open>,
     counter: u64,
+    /// The transport's largest client packet, advertised in `limits@openssh.com` (see
+    /// [`PortalSftp::with_limits`]); `None`: the extension is not offered.
+    max_packet_len: Option<u32>,
 }
 
 impl PortalSftp {
@@ -86,7 +91,23 @@ impl PortalSftp {
             tree: tree.with_deferred_probes(),
             handles: HashMap::new(),
             counter: 0,
+            max_packet_len: None,
         }
+    }
+
+    /// Offers OpenSSH's `limits@openssh.com` extension for a transport that accepts client
+    /// packets of up to `max_packet_len` bytes: read and write lengths of `max_packet_len - 1024`
+    /// (capped at [`MAX_READ`]) and [`MAX_HANDLES`] open handles, as OpenSSH's sftp-server
+    /// advertises for its own 256 KiB limit. OpenSSH's client (8.6 and later) then transfers in
+    /// requests of that size instead of 32 KiB: eight times fewer round trips per file.
+    pub fn with_limits(mut self, max_packet_len: u32) -> Self {
+        self.max_packet_len = Some(max_packet_len);
+        self
+    }
+
+    /// The `limits@openssh.com` reply body, if offered.
+    fn limits(&self) -> Option<[u64; 4]> {
+        limits_for(self.max_packet_len?)
     }
 
     /// Refuses a new handle when the session holds [`MAX_HANDLES`] already. Called *before* the
@@ -247,6 +268,20 @@ pub fn longname(e: &Entry, now: u64) -> String {
     )
 }
 
+/// `limits@openssh.com` for a transport accepting client packets of `max_packet_len` bytes: max
+/// packet, read and write lengths, open handles. `None` for a limit too small to be useful.
+fn limits_for(max_packet_len: u32) -> Option<[u64; 4]> {
+    // Room for the request's own fields (handle, offset, length) and the reply's header, as
+    // OpenSSH's sftp-server leaves.
+    let io = max_packet_len.checked_sub(1024)?.min(MAX_READ);
+    (io >= 4096).then_some([
+        u64::from(max_packet_len),
+        u64::from(io),
+        u64::from(io),
+        MAX_HANDLES as u64,
+    ])
+}
+
 fn ok(id: u32) -> Status {
     Status {
         id,
@@ -284,6 +319,9 @@ impl russh_sftp::server::Handler for PortalSftp {
         v.extensions
             .insert("statvfs@openssh.com".into(), "2".into());
         v.extensions.insert("fsync@openssh.com".into(), "1".into());
+        if self.limits().is_some() {
+            v.extensions.insert("limits@openssh.com".into(), "1".into());
+        }
         Ok(v)
     }
 
@@ -643,6 +681,13 @@ impl russh_sftp::server::Handler for PortalSftp {
                     data: b[4..].to_vec(),
                 }))
             }
+            "limits@openssh.com" => match self.limits() {
+                Some(l) => Ok(Packet::ExtendedReply(russh_sftp::protocol::ExtendedReply {
+                    id,
+                    data: l.iter().flat_map(|v| v.to_be_bytes()).collect(),
+                })),
+                None => Err(StatusCode::OpUnsupported.into()),
+            },
             _ => Err(StatusCode::OpUnsupported.into()),
         }
     }
@@ -673,6 +718,21 @@ mod tests {
             matter: None,
             document: None,
         }
+    }
+
+    #[test]
+    fn limits_match_what_the_transport_accepts() {
+        // The default transport (256 KiB packets): what OpenSSH's sftp-server advertises.
+        assert_eq!(
+            limits_for(256 * 1024),
+            Some([262_144, 261_120, 261_120, MAX_HANDLES as u64])
+        );
+        // A smaller transport limit shrinks the lengths with it (never above what it accepts).
+        assert_eq!(limits_for(64 * 1024).map(|l| l[1]), Some(64 * 1024 - 1024));
+        // A larger one is capped at the largest read served.
+        assert_eq!(limits_for(1 << 20).map(|l| l[2]), Some(u64::from(MAX_READ)));
+        assert_eq!(limits_for(2048), None);
+        assert_eq!(limits_for(0), None);
     }
 
     #[test]

@@ -62,7 +62,9 @@ impl SessionFactory<Principal> for PortalSessions {
         let tree = self
             .portal
             .tree(Actor::new(ctx.principal, Channel::Sftp, Some(ctx.remote)));
-        Ok(SftpSession::new(PortalSftp::new(tree)))
+        Ok(SftpSession::new(
+            PortalSftp::new(tree).with_limits(ctx.max_packet_len),
+        ))
     }
 }
 

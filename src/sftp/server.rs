@@ -131,6 +131,10 @@ pub struct SessionContext<P = Principal> {
     pub remote: SocketAddr,
     /// The connection's tracing span: instrument the handler's work with it.
     pub span: Span,
+    /// The largest SFTP packet the session's transport accepts from the client
+    /// ([`TransportConfig::max_packet_len`](super::TransportConfig::max_packet_len)): what a
+    /// handler may advertise in `limits@openssh.com`.
+    pub max_packet_len: u32,
 }
 
 /// The factory refused to start a session; the client's subsystem request fails.
@@ -811,6 +815,7 @@ impl<P: Clone + Send + Sync + 'static> russh::server::Handler for ConnectionHand
             user: user.clone(),
             remote: self.remote,
             span: self.span.clone(),
+            max_packet_len: self.shared.transport.max_packet_len,
         };
         match self.shared.factory.new_session(&ctx) {
             Ok(sftp) => {

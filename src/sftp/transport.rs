@@ -75,7 +75,9 @@ pub struct TransportConfig {
     /// upload can queue while the server is slower than the client. Must be at least
     /// `max_packet_len + 4 + 64` and at most `queue_bytes`.
     pub bulk_bytes: usize,
-    /// Bytes of responses buffered between russh-sftp and the writer task. Default 256 KiB.
+    /// Bytes of responses buffered between russh-sftp and the writer task. Default 1 MiB: four
+    /// of the 255 KiB read replies OpenSSH's client asks for once `limits@openssh.com` offers
+    /// them (the buffer fills only while the client's window is closed).
     pub write_buffer: usize,
     /// Bytes a channel may send before its `sftp` subsystem has started. Default 64 KiB.
     pub pre_start_bytes: usize,
@@ -87,7 +89,7 @@ impl Default for TransportConfig {
             max_packet_len: 256 * 1024,
             queue_bytes: 32 * 1024 * 1024,
             bulk_bytes: 4 * 1024 * 1024,
-            write_buffer: 256 * 1024,
+            write_buffer: 1024 * 1024,
             pre_start_bytes: 64 * 1024,
         }
     }

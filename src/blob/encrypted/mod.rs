@@ -428,3 +428,15 @@ fn retain_blocking(shared: &Shared, live: &HashSet<BlobId>) -> Result<u64> {
     }
     Ok(removed)
 }
+
+/// A store in `dir` (database `p.redb`, blobs in `blobs/`) with a key for matter 1, for tests.
+#[cfg(test)]
+pub(crate) fn test_store(dir: &std::path::Path, opts: BlobOptions) -> EncryptedBlobStore {
+    use crate::crypto::{MasterKey, Sealer};
+    let db = Arc::new(redb::Database::create(dir.join("p.redb")).unwrap());
+    let keys = Keyring::open(db.clone(), &MasterKey::random().unwrap()).unwrap();
+    let txn = db.begin_write().unwrap();
+    keys.create_matter_key(&txn, MatterId(1)).unwrap();
+    txn.commit().unwrap();
+    EncryptedBlobStore::open_with(dir.join("blobs"), keys, opts).unwrap()
+}

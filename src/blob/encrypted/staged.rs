@@ -996,17 +996,7 @@ const _: () = assert!(TAG_LEN == 16);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blob::encrypted::EncryptedBlobStore;
-    use crate::crypto::{Keyring, MasterKey, Sealer};
-
-    fn test_store(dir: &Path, opts: crate::blob::encrypted::BlobOptions) -> EncryptedBlobStore {
-        let db = Arc::new(redb::Database::create(dir.join("p.redb")).unwrap());
-        let keys = Keyring::open(db.clone(), &MasterKey::random().unwrap()).unwrap();
-        let txn = db.begin_write().unwrap();
-        keys.create_matter_key(&txn, MatterId(1)).unwrap();
-        txn.commit().unwrap();
-        EncryptedBlobStore::open_with(dir.join("blobs"), keys, opts).unwrap()
-    }
+    use crate::blob::encrypted::{EncryptedBlobStore, test_store};
 
     fn staged_files(store: &EncryptedBlobStore) -> usize {
         std::fs::read_dir(store.dir().join("tmp")).unwrap().count()
@@ -1141,17 +1131,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_upload_holds_a_few_mib_of_buffers_whatever_its_size() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(redb::Database::create(dir.path().join("p.redb")).unwrap());
-        let keys = Keyring::open(db.clone(), &MasterKey::random().unwrap()).unwrap();
-        let txn = db.begin_write().unwrap();
-        keys.create_matter_key(&txn, MatterId(1)).unwrap();
-        txn.commit().unwrap();
-        let store = EncryptedBlobStore::open(
-            dir.path().join("blobs"),
-            keys,
-            crate::crypto::Cipher::Aes256Gcm,
-        )
-        .unwrap();
+        let store = test_store(dir.path(), Default::default());
         let shared = store.shared.clone();
         let mut up = spawn_blocking(move || EncStaged::start(shared, MatterId(1), None))
             .await
