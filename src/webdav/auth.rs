@@ -227,6 +227,9 @@ impl<P: Clone> AuthCache<P> {
         let key = self.cache_key(user, pass);
         let slot = {
             let mut m = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+            // Slots nobody holds any more (a waiter whose request was cancelled can leave one):
+            // only the map refers to them, and new references are made only under this lock.
+            m.retain(|_, s| Arc::strong_count(s) > 1);
             m.entry(key).or_default().clone()
         };
         let guard = slot.clone().lock_owned().await;
@@ -347,12 +350,14 @@ impl<P> Drop for CheckGuard<'_, P> {
                 .inflight
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            // Forget the slot once nobody else waits on it (the map, `slot` and the guard hold
-            // the only references); waiters keep it alive and take it in turn.
-            if m.get(&key).is_some_and(|s| Arc::ptr_eq(s, &slot)) && Arc::strong_count(&slot) <= 3 {
+            // Under the map lock (where every new reference is made): release the check, then
+            // forget the slot if nobody else waits on it — only the map and `slot` refer to it
+            // then. Waiters hold references and take the slot in turn.
+            drop(guard);
+            if m.get(&key).is_some_and(|s| Arc::ptr_eq(s, &slot)) && Arc::strong_count(&slot) <= 2 {
                 m.remove(&key);
             }
-            drop(guard);
+            drop(slot);
         }
     }
 }
@@ -470,10 +475,17 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
+        // Finished checks leave nothing held: at most unreferenced slots, swept by the next check.
         assert!(
-            c.inflight.lock().unwrap().is_empty(),
-            "finished checks leave nothing behind"
+            c.inflight
+                .lock()
+                .unwrap()
+                .values()
+                .all(|s| Arc::strong_count(s) == 1),
+            "a finished check still holds its slot"
         );
+        drop(c.begin_check("someone", "else").await);
+        assert!(c.inflight.lock().unwrap().is_empty(), "slots are swept");
         checks.load(Ordering::SeqCst) as usize
     }
 
