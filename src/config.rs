@@ -49,6 +49,7 @@
 //! [storage]
 //! durability = "immediate"               # or "batched": see StorageSettings
 //! flush_interval_ms = 200                # batched: longest time an acknowledged write is unsynced
+//! inline_max_kib = 16                    # documents up to this size live in the database (0: off)
 //!
 //! [log]
 //! level = "info"                         # or a filter such as "info,sdx_portal::webdav=debug"
@@ -249,6 +250,10 @@ pub struct StorageSettings {
     pub durability: DurabilityMode,
     /// Batched mode: most milliseconds between a commit and its fsync (1..=60000).
     pub flush_interval_ms: u64,
+    /// Documents of up to this many KiB (0..=64) are kept, encrypted, in the database instead of
+    /// a file of their own (default 16; 0: every document gets a file). See
+    /// [`crate::blob::encrypted::BlobOptions::inline_max`].
+    pub inline_max_kib: usize,
 }
 
 impl Default for StorageSettings {
@@ -256,6 +261,7 @@ impl Default for StorageSettings {
         StorageSettings {
             durability: DurabilityMode::Immediate,
             flush_interval_ms: crate::store::DEFAULT_FLUSH_INTERVAL.as_millis() as u64,
+            inline_max_kib: crate::blob::encrypted::DEFAULT_INLINE_MAX >> 10,
         }
     }
 }
@@ -552,6 +558,13 @@ impl ServerConfig {
         c.lockout = raw.lockout;
         c.limits = raw.limits;
         c.storage = raw.storage;
+        if c.storage.inline_max_kib > 64 {
+            return Err(ConfigError {
+                file: None,
+                line: None,
+                message: "[storage]: inline_max_kib must be between 0 and 64".into(),
+            });
+        }
         if !(1..=60_000).contains(&c.storage.flush_interval_ms) {
             return Err(ConfigError {
                 file: None,
@@ -694,6 +707,7 @@ shutdown_grace_secs = 3
 [storage]
 durability = "batched"
 flush_interval_ms = 50
+inline_max_kib = 4
 [log]
 level = "debug"
 format = "json"
@@ -730,7 +744,22 @@ format = "json"
         assert_eq!(c.accounts.invite_ttl_hours, Some(48));
         assert_eq!(c.limits.shutdown_grace_secs, 3);
         assert_eq!(c.limits.cache_mib, 16);
+        assert_eq!(c.storage.inline_max_kib, 4);
         assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn inline_max_defaults_to_16_kib_and_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sdx.toml");
+        std::fs::write(&path, "[storage]\ndurability = \"immediate\"\n").unwrap();
+        assert_eq!(
+            ServerConfig::load(&path).unwrap().storage.inline_max_kib,
+            16
+        );
+        std::fs::write(&path, "[storage]\ninline_max_kib = 65\n").unwrap();
+        let e = ServerConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("inline_max_kib must be between 0 and 64"), "{e}");
     }
 
     #[test]

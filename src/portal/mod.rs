@@ -92,6 +92,7 @@ pub struct PortalBuilder {
     sealer: Option<Arc<dyn Sealer>>,
     blobs: Option<Arc<dyn BlobStore>>,
     cache_bytes: usize,
+    inline_max: usize,
     accounts: credentials::AccountSetup,
     store: store::StoreOptions,
 }
@@ -105,6 +106,7 @@ impl PortalBuilder {
             sealer: None,
             blobs: None,
             cache_bytes: 16 << 20,
+            inline_max: crate::blob::encrypted::DEFAULT_INLINE_MAX,
             accounts: Default::default(),
             store: Default::default(),
         }
@@ -117,6 +119,7 @@ impl PortalBuilder {
             sealer: None,
             blobs: None,
             cache_bytes: 16 << 20,
+            inline_max: crate::blob::encrypted::DEFAULT_INLINE_MAX,
             accounts: Default::default(),
             store: Default::default(),
         }
@@ -154,6 +157,23 @@ impl PortalBuilder {
         self.store.durability = d;
         self
     }
+    /// Documents of up to `bytes` (at most 64 KiB) are kept, sealed, in the database instead of a
+    /// blob file each (default 16 KiB; 0: never). See
+    /// [`crate::blob::encrypted::BlobOptions::inline_max`].
+    pub fn inline_max(mut self, bytes: usize) -> Self {
+        self.inline_max = bytes;
+        self
+    }
+    /// The options of the encrypted blob store for this portal (its durability's sync queue, its
+    /// inline limit); a host opening the store itself for [`PortalBuilder::start_with`] uses
+    /// these.
+    pub fn blob_options(&self) -> crate::blob::encrypted::BlobOptions {
+        crate::blob::encrypted::BlobOptions {
+            deferred_sync: self.deferred_blob_syncs(),
+            inline_max: self.inline_max,
+            ..Default::default()
+        }
+    }
     /// The queue an encrypted blob store opened by the host must defer its syncs to (batched
     /// durability); `None` with immediate durability (the blob store syncs each upload).
     pub fn deferred_blob_syncs(&self) -> Option<store::SyncQueue> {
@@ -177,7 +197,7 @@ impl PortalBuilder {
         })
         .await??;
         let encrypted = self.keys.is_some() || self.sealer.is_some();
-        let deferred = self.deferred_blob_syncs();
+        let blob_opts = self.blob_options();
         let (mut sealer, mut blobs) = (self.sealer, self.blobs);
         if let Some(provider) = self.keys {
             let d = db.clone();
@@ -189,10 +209,7 @@ impl PortalBuilder {
                         crate::blob::encrypted::EncryptedBlobStore::open_with(
                             bd,
                             keys.clone(),
-                            crate::blob::encrypted::BlobOptions {
-                                deferred_sync: deferred,
-                                ..Default::default()
-                            },
+                            blob_opts,
                         )?,
                     )),
                     None => None,

@@ -154,7 +154,9 @@ pub fn accounts_builder(
     cfg: &ServerConfig,
     demo_outbox: bool,
 ) -> Result<(PortalBuilder, MailRoute), Failure> {
-    let mut b = PortalBuilder::new(data).durability(cfg.storage.durability());
+    let mut b = PortalBuilder::new(data)
+        .durability(cfg.storage.durability())
+        .inline_max(cfg.storage.inline_max_kib << 10);
     let route = match (&cfg.mail, demo_outbox) {
         (Some(m), _) => {
             b = b.mailer(
@@ -278,7 +280,7 @@ pub async fn open_data_dir_with(
         .map(|k| PathBuf::from(format!("{}{NEW_KEY_SUFFIX}", k.display())));
     let dir = data.to_path_buf();
     // Batched durability: the store syncs uploaded files before its durable commits.
-    let deferred_sync = accounts.deferred_blob_syncs();
+    let blob_opts = accounts.blob_options();
     let (db, keys, blobs) = tokio::task::spawn_blocking(move || -> Result<_, Failure> {
         // A cell that can reopen the file: the store does after a storage failure (disk full).
         let db = crate::store::DbCell::open_file(&dir.join(DB_NAME), cache_bytes).map_err(|e| {
@@ -303,10 +305,7 @@ pub async fn open_data_dir_with(
         let blobs = crate::blob::encrypted::EncryptedBlobStore::open_with(
             dir.join("blobs"),
             keys.clone(),
-            crate::blob::encrypted::BlobOptions {
-                deferred_sync,
-                ..Default::default()
-            },
+            blob_opts,
         )?;
         Ok((db, keys, blobs))
     })
