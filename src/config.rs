@@ -196,7 +196,8 @@ pub struct Limits {
     /// Seconds in-flight transfers may take to finish after SIGINT/SIGTERM; then they are
     /// aborted (an aborted upload leaves no document and the previous version intact).
     pub shutdown_grace_secs: u64,
-    /// Database page cache, in MiB (default 16: the database holds records, not documents, and
+    /// Database page cache, in MiB (default 16: the database holds records and only documents
+    /// of up to 16 KiB, and
     /// the OS page cache keeps the file warm anyway; 64 MiB cost the server ~30 MiB of RSS in the
     /// concurrent-upload benchmark without making the 10,000-entry listing faster).
     pub cache_mib: usize,

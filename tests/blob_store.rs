@@ -52,11 +52,15 @@ fn env_with(master: &MasterKey, opts: BlobOptions) -> Env {
     }
 }
 
+/// A store that writes every blob to a file: these tests are about the files (sizes, tampering,
+/// clean-up). Small blobs kept in the database are tested beside the staging code and in
+/// `tests/encrypted_portal.rs`.
 fn env(cipher: Cipher) -> Env {
     env_with(
         &MasterKey::random().unwrap(),
         BlobOptions {
             cipher,
+            inline_max: 0,
             ..BlobOptions::default()
         },
     )

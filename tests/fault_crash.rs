@@ -46,13 +46,15 @@ fn doc_path(i: usize) -> String {
     format!("{FOLDER}/{}", doc_name(i))
 }
 
-/// A size for a new version: edge cases of the 64 KiB chunking, or anything up to 3 MiB.
+/// A size for a new version: edge cases of the 64 KiB chunking, around the 16 KiB up to which
+/// documents are kept in the database, or anything up to 3 MiB.
 fn pick_size(rng: &mut Rng) -> usize {
     match rng.below(8) {
         0 => 0,
         1 => 1,
         2 => 65_536 + rng.below(3) as usize - 1,
         3 => 1 << 20,
+        4 => rng.below(20_000) as usize,
         _ => rng.below(3 << 20) as usize,
     }
 }
@@ -259,13 +261,27 @@ async fn verify(
         listed, expected,
         "round {round}: the folder lists other names"
     );
-    // No orphans after open.
+    // No orphans after open: every version has its file or its row in the database (small
+    // documents), and nothing else is there.
     if let Some(m) = matter {
         let blobs = files_in(&dir.join("blobs").join(format!("{:016x}", m.0)));
+        let rows = portal
+            .store()
+            .read(move |db| {
+                use sdx_portal::store::Tx;
+                let prefix = m.0.to_be_bytes();
+                Ok(db
+                    .tx
+                    .scan_raw(sdx_portal::store::tables::BLOB_DATA, &prefix, usize::MAX)?
+                    .len())
+            })
+            .await
+            .unwrap();
         assert_eq!(
-            blobs.len(),
+            blobs.len() + rows,
             versions,
-            "round {round}: {} blob files for {versions} recorded versions",
+            "round {round}: {} blob files and {rows} in the database for {versions} recorded \
+             versions",
             blobs.len()
         );
     }

@@ -1164,19 +1164,77 @@ async fn measure_openssh_256_mib() {
                         }
                     })
                 };
-                let t0 = Instant::now();
-                let out = run(
-                    &mut sftp_password(srv.port(), &batch, &["-c", cipher]),
-                    Duration::from_secs(300),
-                )
-                .await;
-                let secs = t0.elapsed().as_secs_f64();
+                let secs = timed_batch(srv.port(), &batch, cipher).await;
                 sampling.abort();
-                assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
                 let grew = (peak.load(Ordering::Relaxed) as u64).saturating_sub(base) / 1024;
                 figures.push(format!("{:.0} MiB/s (RSS +{grew} MiB)", 256.0 / secs));
             }
             eprintln!("{cipher} {what} 256 MiB: {}", figures.join(", "));
+        }
+    }
+    srv.server.stop().await.unwrap();
+}
+
+/// Runs one OpenSSH `sftp -b` batch with `cipher` against the server; returns the seconds it
+/// took (connection included).
+async fn timed_batch(port: u16, batch: &Path, cipher: &str) -> f64 {
+    let t0 = Instant::now();
+    let out = run(
+        &mut sftp_password(port, batch, &["-c", cipher]),
+        Duration::from_secs(300),
+    )
+    .await;
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    secs
+}
+
+/// The transport's own ceiling for small files: 2,000 × 4 KiB `put`s then `get`s through OpenSSH
+/// `sftp -b` against the in-memory handler (no store, no audit). Compare with OpenSSH's
+/// `internal-sftp` in `benches/e2e/compare.sh` (same client, same cipher).
+/// `cargo test --release --test sftp_transport measure_small_files -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "measurement, run by hand"]
+async fn measure_small_files() {
+    let _exclusive = RSS_LOCK.write().await;
+    if !(which("sftp").await && have("sshpass", &["-V"]).await) {
+        return;
+    }
+    const N: usize = 2000;
+    let srv = start(
+        HostKey::generate_ephemeral().unwrap(),
+        None,
+        MemFs::default(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut up, mut down) = (String::new(), String::new());
+    for i in 0..N {
+        let local = dir.path().join(format!("s{i:05}"));
+        std::fs::write(&local, pattern(4096, i as u8)).unwrap();
+        up.push_str(&format!("put {} /f{i:05}\n", local.display()));
+        down.push_str(&format!(
+            "get /f{i:05} {}\n",
+            dir.path().join(format!("o{i:05}")).display()
+        ));
+    }
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    for cipher in ["aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"] {
+        for (what, lines) in [("put", &up), ("get", &down)] {
+            let batch = dir.path().join("batch");
+            std::fs::write(&batch, lines).unwrap();
+            let mut figures = Vec::new();
+            for _ in 0..runs {
+                let secs = timed_batch(srv.port(), &batch, cipher).await;
+                figures.push(format!("{:.0}", N as f64 / secs));
+            }
+            eprintln!(
+                "{cipher} {what} {N} x 4 KiB: {} files/s",
+                figures.join(", ")
+            );
         }
     }
     srv.server.stop().await.unwrap();

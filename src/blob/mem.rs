@@ -129,6 +129,7 @@ impl StagedBlob for MemStaged {
             len: me.data.len() as u64,
             sha256,
             sealed_key: Vec::new(),
+            inline: None,
         };
         lock(&me.blobs).insert(r.id, (me.matter, Bytes::from(me.data)));
         Ok(r)

@@ -6,6 +6,14 @@
 //! that is never committed is invisible; one committed but never recorded (a crash between the two)
 //! is an orphan that [`BlobStore::retain`] removes at the next open.
 //!
+//! **Small blobs kept in the database.** A store may hand a small blob's stored form back in
+//! [`BlobRef::inline`] instead of keeping it itself (the encrypted store does for uploads of up to
+//! [`encrypted::BlobOptions::inline_max`] bytes: the same sealed bytes its file would hold). The
+//! portal then writes them into the database in the same commit as the version, so creating a
+//! small document costs one database commit instead of a file create, write, rename and two
+//! syncs; and it sets [`BlobRef::inline`] again whenever it hands that reference back to the store
+//! (open, open with a prefix, staging an edit).
+//!
 //! Implementations: [`mem::MemBlobStore`] (in memory, for tests and fuzzing). The encrypted
 //! on-disk store lives in its own module.
 
@@ -58,6 +66,12 @@ pub struct BlobRef {
     pub sha256: [u8; 32],
     /// Store-specific key material (wrapped); empty for stores that need none.
     pub sealed_key: Vec<u8>,
+    /// The blob's stored form when the database keeps it rather than the store (see the
+    /// module documentation): set by [`StagedBlob::commit`] for the portal to record, and by
+    /// the portal when it passes a recorded reference back for reading. Never part of the
+    /// serialized reference (a version record stays small; the bytes live in their own table).
+    #[serde(skip)]
+    pub inline: Option<Bytes>,
 }
 
 /// Where document contents are kept. All methods may do blocking work internally but must not block
@@ -86,7 +100,8 @@ pub trait BlobStore: Send + Sync + 'static {
         };
         Ok((reader, first))
     }
-    /// Deletes a committed blob (purge). Deleting a missing blob is not an error.
+    /// Deletes a committed blob (purge). Deleting a missing blob is not an error (nor one the
+    /// database kept, see [`BlobRef::inline`]: the portal deletes those).
     async fn remove(&self, matter: MatterId, blob: &BlobRef) -> Result<()>;
     /// Deletes every committed or staged blob whose id is not in `live` (crash leftovers). Returns
     /// how many were removed. Called once after open, before any staging.
@@ -113,7 +128,8 @@ pub trait StagedBlob: Send + Sync {
     /// Truncates or zero-extends to `len`.
     async fn set_len(&mut self, len: u64) -> Result<()>;
     /// Makes the blob durable and returns its reference. Nothing is visible until the portal
-    /// records the reference.
+    /// records the reference. A reference with [`BlobRef::inline`] set is not stored by the
+    /// store at all: it becomes durable with the portal's commit that records it.
     async fn commit(self: Box<Self>) -> Result<BlobRef>;
     /// Discards the staged data.
     async fn abort(self: Box<Self>) -> Result<()>;

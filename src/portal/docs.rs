@@ -296,6 +296,10 @@ impl Portal {
                             freed.push(v.blob);
                         }
                     }
+                    for b in &freed {
+                        // A small blob kept in the database goes with this commit.
+                        ctx.del(tables::BLOB_DATA, &tables::blob_data_key(matter, b.id))?;
+                    }
                     ctx.del(DOCUMENTS, &key)?;
                     ctx.del(
                         LINKS,

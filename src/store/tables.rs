@@ -20,6 +20,7 @@
 //! | `audit` | seq | sealed [`crate::audit::AuditEntry`] with its chain MAC |
 //! | `names` | kind byte, scope ids, keyed hash of the folded name | id (unique names) |
 //! | `links` | kind byte, ids… | empty (relations: contact→participations, audit indexes, trash) |
+//! | `blob_data` | matter, blob id (16 bytes) | a small blob's stored form, already sealed by the blob store ([`crate::blob::BlobRef::inline`]) |
 
 use super::RawTable;
 use redb::TableDefinition;
@@ -62,6 +63,15 @@ pub const LINKS: Raw = TableDefinition::new("links");
 /// WebDAV dead properties.
 pub const PROPS: Raw = TableDefinition::new("props");
 
+/// Small blobs kept in the database (see [`crate::blob::BlobRef::inline`]): the blob store's
+/// sealed bytes, stored as they are.
+pub const BLOB_DATA: Raw = TableDefinition::new("blob_data");
+
+/// The `blob_data` key of a blob.
+pub fn blob_data_key(matter: crate::model::MatterId, blob: crate::blob::BlobId) -> Vec<u8> {
+    Key::new().id(matter.0).bytes(&blob.0).done()
+}
+
 /// Every table, created at open.
 pub const ALL: &[Raw] = &[
     META,
@@ -81,6 +91,7 @@ pub const ALL: &[Raw] = &[
     NAMES,
     LINKS,
     PROPS,
+    BLOB_DATA,
 ];
 
 /// `meta` key of the schema version.

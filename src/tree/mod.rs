@@ -163,6 +163,22 @@ pub(crate) fn version_key(m: MatterId, d: DocumentId, n: u32) -> Vec<u8> {
     Key::new().id(m.0).id(d.0).bytes(&n.to_be_bytes()).done()
 }
 
+/// A recorded blob reference as the blob store needs it to read: with its stored form when the
+/// database keeps it (see [`BlobRef::inline`]).
+pub(crate) fn readable_blob<T: Tx + ?Sized>(
+    db: &Db<'_, T>,
+    m: MatterId,
+    mut blob: BlobRef,
+) -> Result<BlobRef> {
+    if let Some(data) = db
+        .tx
+        .get_raw(tables::BLOB_DATA, &tables::blob_data_key(m, blob.id))?
+    {
+        blob.inline = Some(bytes::Bytes::from(data));
+    }
+    Ok(blob)
+}
+
 pub(crate) fn current_version<T: Tx + ?Sized>(
     db: &Db<'_, T>,
     m: MatterId,
@@ -299,6 +315,10 @@ pub(crate) fn put_version(
         }
     };
     let sha = blob.sha256;
+    if let Some(data) = &blob.inline {
+        // A small blob the store left to the database: recorded in this same commit.
+        ctx.put_raw(tables::BLOB_DATA, &tables::blob_data_key(m, blob.id), data)?;
+    }
     ctx.put(
         VERSIONS,
         Scope::Matter(m),
@@ -830,7 +850,9 @@ impl Tree {
                             let base = if opts.truncate {
                                 Ok(None)
                             } else {
-                                current_version(db, a.matter, d, &r).map(|v| Some(v.blob))
+                                current_version(db, a.matter, d, &r)
+                                    .and_then(|v| readable_blob(db, a.matter, v.blob))
+                                    .map(Some)
                             };
                             (
                                 AuditAction::Update,
@@ -1413,7 +1435,10 @@ pub(crate) fn readable_document<T: Tx + ?Sized>(
     match node {
         Node::Document(a, f, d, r) => need(&f, Permission::Read)
             .and_then(|_| current_version(db, a.matter, d, &r))
-            .map(|v| (doc_entry(&a, &f, d, &r, Some(v.blob.sha256)), v.blob, f.id)),
+            .and_then(|v| {
+                let entry = doc_entry(&a, &f, d, &r, Some(v.blob.sha256));
+                Ok((entry, readable_blob(db, a.matter, v.blob)?, f.id))
+            }),
         Node::Missing(_, _, n) => Err(Error::NotFound(n)),
         _ => Err(Error::Invalid(
             "a folder can't be read as a document".into(),

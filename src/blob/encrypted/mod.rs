@@ -5,6 +5,8 @@
 //!   tmp/<id>.part, tmp/<rand>.scratch       uploads in progress (removed by `retain` at open)
 //!   <matter id:016x>/<blob id:032x>         committed blobs, chunked AEAD (see `format`)
 //! ```
+//! (blobs of up to [`BlobOptions::inline_max`] bytes: in the database's `blob_data` table, see
+//! below)
 //!
 //! - **Why files, not redb:** measured on this machine (`cargo bench --bench blob -- choice`, 1 GiB
 //!   of sealed 64 KiB chunks, no AEAD, medians): one file + `fdatasync` + rename + directory
@@ -30,6 +32,16 @@
 //!   never recorded (crash between the two) is an orphan that [`BlobStore::retain`] deletes.
 //!   Uploads share nothing but the directory: no lock or write transaction is held while a client
 //!   is slow.
+//! - **Small blobs in the database:** an upload of at most [`BlobOptions::inline_max`] bytes
+//!   (default 16 KiB) is sealed in memory at commit — one final chunk, exactly the bytes its file
+//!   would hold — and returned in [`BlobRef::inline`] instead of being written to a file; the
+//!   portal stores it in the database in the same commit as the version. A file costs an inode,
+//!   a create, a rename and (immediate durability) an `fdatasync` plus a directory fsync beside
+//!   the database's own commit: measured with OpenSSH `sftp` putting 2,000 × 4 KiB files,
+//!   server time per `close` (the commit) fell from ~500 µs to ~250 µs in batched mode, and a
+//!   `perf` profile of the old path showed ~30 % of the server's CPU in ext4 inode allocation.
+//!   16 KiB bounds what the database grows by (and what a backup copies while commits pause).
+//!   Readers get the bytes back in the reference and read them without disk or blocking pool.
 //! - **Deduplication:** not done (it would need a plaintext-derived key or index, which leaks
 //!   equality of documents; the brief allowed skipping it).
 //!
@@ -75,6 +87,9 @@ pub use reader::MAX_READ;
 /// Default chunk size: 64 KiB of plaintext (log2 = 16), chosen by measurement (see the bench).
 pub const DEFAULT_CHUNK_LOG2: u8 = 16;
 
+/// Default [`BlobOptions::inline_max`]: 16 KiB.
+pub const DEFAULT_INLINE_MAX: usize = 16 << 10;
+
 /// Tuning of an [`EncryptedBlobStore`]. The defaults are what the benchmarks chose.
 #[derive(Clone, Debug)]
 pub struct BlobOptions {
@@ -97,6 +112,11 @@ pub struct BlobOptions {
     /// sync and queued; the store syncs the queue before its next durable commit, so no durable
     /// database state names a blob that is not on disk.
     pub deferred_sync: Option<crate::store::SyncQueue>,
+    /// Uploads of up to this many bytes (capped at one chunk) are not written to a file: their
+    /// sealed form (the bytes the file would hold) is returned in [`BlobRef::inline`] for the
+    /// portal to keep in the database, in the same commit as the version. `0` turns this off.
+    /// Default 16 KiB (see the module documentation for why).
+    pub inline_max: usize,
 }
 
 impl Default for BlobOptions {
@@ -107,6 +127,7 @@ impl Default for BlobOptions {
             flush_bytes: 256 << 10,
             sync_every: 64 << 20,
             deferred_sync: None,
+            inline_max: DEFAULT_INLINE_MAX,
         }
     }
 }
@@ -330,6 +351,13 @@ impl BlobStore for EncryptedBlobStore {
     }
 
     async fn open(&self, matter: MatterId, blob: &BlobRef) -> Result<Box<dyn BlobReader>> {
+        if blob.inline.is_some()
+            && let Some(keys) = self.shared.keys.cached_matter_keys(matter)
+        {
+            // In memory, a few KiB: no disk and no blocking job.
+            let chunks = reader::open_committed_with(&self.shared, &keys, matter, blob)?;
+            return Ok(Box::new(reader::EncReader::new(chunks)));
+        }
         let shared = self.shared.clone();
         let blob = blob.clone();
         let chunks =
@@ -344,6 +372,15 @@ impl BlobStore for EncryptedBlobStore {
         blob: &BlobRef,
         max: usize,
     ) -> Result<(Box<dyn BlobReader>, Bytes)> {
+        if blob.inline.is_some()
+            && let Some(keys) = self.shared.keys.cached_matter_keys(matter)
+        {
+            // Unwrapping the data key and opening one chunk of at most `inline_max` bytes takes
+            // microseconds: done here rather than through the blocking pool.
+            let chunks = reader::open_committed_with(&self.shared, &keys, matter, blob)?;
+            let (reader, first) = reader::EncReader::with_prefix(chunks, max)?;
+            return Ok((Box::new(reader), first));
+        }
         let shared = self.shared.clone();
         let blob = blob.clone();
         let (reader, first) = tokio::task::spawn_blocking(move || {

@@ -3,6 +3,7 @@
 use super::Shared;
 use super::format::{ChunkCipher, Layout, MAX_BLOB_LEN, open_data_key};
 use crate::blob::{BlobReader, BlobRef};
+use crate::crypto::keyring::MatterKeys;
 use crate::model::MatterId;
 use crate::{Error, Result};
 use async_trait::async_trait;
@@ -14,9 +15,35 @@ use std::sync::Arc;
 /// Largest plaintext returned by one `read_at` (bounds memory per call).
 pub const MAX_READ: usize = 4 << 20;
 
-/// Sealed chunks in a file: a committed blob, or the sealed prefix of an append-mode upload.
+/// Where sealed chunks are read from.
+pub(crate) enum Source {
+    /// A blob file or an upload's staging file.
+    File(Arc<File>),
+    /// A small blob's stored form, kept in the database ([`BlobRef::inline`]).
+    Mem(Bytes),
+}
+
+impl Source {
+    /// Fills `buf` from `offset`; a short source is an `UnexpectedEof` error, as for a file.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        match self {
+            Source::File(f) => f.read_exact_at(buf, offset),
+            Source::Mem(b) => {
+                let src = usize::try_from(offset)
+                    .ok()
+                    .and_then(|s| b.get(s..s.checked_add(buf.len())?))
+                    .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Sealed chunks in a file (a committed blob, or the sealed prefix of an append-mode upload) or
+/// in memory (a blob the database keeps).
 pub(crate) struct Chunks {
-    pub file: Arc<File>,
+    pub src: Source,
     pub cc: Arc<ChunkCipher>,
     pub layout: Layout,
     /// Plaintext length covered.
@@ -43,7 +70,7 @@ impl Chunks {
             .map_err(|_| Error::TooLarge("read range too large".into()))?;
         // Reused buffers are not cleared: every byte is overwritten by the read below.
         buf.resize(size, 0);
-        self.file.read_exact_at(buf, start).map_err(|e| {
+        self.src.read_exact_at(buf, start).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 Error::Integrity(format!(
                     "blob {}: the file is shorter than its reference says (truncated)",
@@ -98,6 +125,17 @@ impl Chunks {
 /// Blocking.
 pub(crate) fn open_committed(shared: &Shared, matter: MatterId, r: &BlobRef) -> Result<Chunks> {
     let keys = shared.keys.matter_keys(matter)?;
+    open_committed_with(shared, &keys, matter, r)
+}
+
+/// [`open_committed`] with the matter's keys at hand. For a blob the database keeps
+/// ([`BlobRef::inline`]) this touches no disk.
+pub(crate) fn open_committed_with(
+    shared: &Shared,
+    keys: &MatterKeys,
+    matter: MatterId,
+    r: &BlobRef,
+) -> Result<Chunks> {
     let (dk, info) = open_data_key(&keys.blob, matter, r.id, r.len, &r.sha256, &r.sealed_key)?;
     if r.len > MAX_BLOB_LEN {
         return Err(Error::Integrity(format!(
@@ -105,6 +143,24 @@ pub(crate) fn open_committed(shared: &Shared, matter: MatterId, r: &BlobRef) -> 
             r.id.to_hex(),
             r.len
         )));
+    }
+    let cc = Arc::new(ChunkCipher::new(&dk, r.id, info.cipher, info.layout)?);
+    let expected = info.layout.file_len(r.len);
+    if let Some(bytes) = &r.inline {
+        let size = bytes.len() as u64;
+        if size != expected {
+            return Err(Error::Integrity(format!(
+                "blob {}: the database holds {size} bytes of it but should hold {expected}",
+                r.id.to_hex()
+            )));
+        }
+        return Ok(Chunks {
+            src: Source::Mem(bytes.clone()),
+            cc,
+            layout: info.layout,
+            len: r.len,
+            last_is_final: true,
+        });
     }
     let path = shared.blob_path(matter, r.id);
     let file = File::open(&path).map_err(|e| {
@@ -118,7 +174,6 @@ pub(crate) fn open_committed(shared: &Shared, matter: MatterId, r: &BlobRef) -> 
         }
     })?;
     let size = file.metadata()?.len();
-    let expected = info.layout.file_len(r.len);
     if size != expected {
         return Err(Error::Integrity(format!(
             "blob {}: the file has {size} bytes but should have {expected} ({})",
@@ -131,8 +186,8 @@ pub(crate) fn open_committed(shared: &Shared, matter: MatterId, r: &BlobRef) -> 
         )));
     }
     Ok(Chunks {
-        file: Arc::new(file),
-        cc: Arc::new(ChunkCipher::new(&dk, r.id, info.cipher, info.layout)?),
+        src: Source::File(Arc::new(file)),
+        cc,
         layout: info.layout,
         len: r.len,
         last_is_final: true,
@@ -191,7 +246,12 @@ impl EncReader {
         r: &BlobRef,
         max: usize,
     ) -> Result<(EncReader, Bytes)> {
-        let chunks = open_committed(shared, matter, r)?;
+        Self::with_prefix(open_committed(shared, matter, r)?, max)
+    }
+
+    /// A reader over `chunks` primed with their first `max` bytes (see
+    /// [`EncReader::open_prefix`]), and those bytes. Blocking unless the chunks are in memory.
+    pub fn with_prefix(chunks: Chunks, max: usize) -> Result<(EncReader, Bytes)> {
         let want = chunks.len.min(max.min(MAX_READ) as u64);
         let mut reader = EncReader::new(chunks);
         if want == 0 {

@@ -19,7 +19,7 @@
 
 use super::Shared;
 use super::format::{ChunkCipher, Layout, MAX_BLOB_LEN, SlotCipher, seal_data_key};
-use super::reader::{Chunks, MAX_READ, open_committed};
+use super::reader::{Chunks, MAX_READ, Source, open_committed};
 use crate::blob::{BlobId, BlobRef, StagedBlob};
 use crate::crypto::keyring::MatterKeys;
 use crate::crypto::keys::{SecretKey, TAG_LEN};
@@ -205,14 +205,13 @@ impl EncStaged {
         let data_key = SecretKey::random()?;
         let layout = shared.layout;
         let cc = ChunkCipher::new(&data_key, id, shared.opts.cipher, layout)?;
-        let cap = shared.opts.flush_bytes + layout.cu();
         let a = Append {
             id,
             data_key,
             cc: Arc::new(cc),
             file: None,
             sealed: 0,
-            pending: Vec::with_capacity(cap),
+            pending: Vec::new(),
             hasher: Some(digest::Context::new(&digest::SHA256)),
             hashing: None,
             sealing: std::collections::VecDeque::new(),
@@ -278,6 +277,13 @@ impl EncStaged {
         while !rest.is_empty() {
             let room = cap.saturating_sub(a.pending.len()).max(1);
             let n = room.min(rest.len());
+            let need = a.pending.len() + n;
+            if need > a.pending.capacity() {
+                // Grows geometrically up to one batch: a small upload never holds a whole batch
+                // buffer, a large one never more than one.
+                let target = need.max(a.pending.capacity() * 2).min(cap).max(need);
+                a.pending.reserve_exact(target - a.pending.len());
+            }
             a.pending.extend_from_slice(&rest[..n]);
             rest = &rest[n..];
             if a.pending.len() > flush {
@@ -330,7 +336,7 @@ impl EncStaged {
             let (base, base_temp) = match file {
                 Some(PartFile { file, path }) if sealed > 0 => {
                     let ch = Chunks {
-                        file,
+                        src: Source::File(file),
                         cc,
                         layout,
                         len: base_len,
@@ -752,6 +758,44 @@ fn finish(h: digest::Context) -> [u8; 32] {
     sha
 }
 
+/// Seals a small upload's only chunk into its stored form (the bytes its file would hold) and
+/// returns the reference carrying it in [`BlobRef::inline`].
+fn seal_inline(
+    shared: &Shared,
+    mkeys: &MatterKeys,
+    matter: MatterId,
+    mut a: Append,
+    len: u64,
+) -> Result<BlobRef> {
+    let mut hasher = a
+        .hasher
+        .take()
+        .ok_or_else(|| Error::Storage("internal: hasher missing".into()))?;
+    hasher.update(&a.pending);
+    let mut out = Vec::with_capacity(a.pending.len() + TAG_LEN);
+    out.extend_from_slice(&a.pending);
+    let tag = a.cc.seal(0, true, &mut out)?;
+    out.extend_from_slice(&tag);
+    let expected = shared.layout.file_len(len);
+    if out.len() as u64 != expected {
+        return Err(Error::Storage(format!(
+            "internal: sealed {} bytes for a blob of {len}, expected {expected}",
+            out.len()
+        )));
+    }
+    let mut r = make_ref(
+        shared,
+        mkeys,
+        matter,
+        a.id,
+        len,
+        finish(hasher),
+        &a.data_key,
+    )?;
+    r.inline = Some(Bytes::from(out));
+    Ok(r)
+}
+
 /// Seals the wrapped key and builds the reference (blocking).
 fn make_ref(
     shared: &Shared,
@@ -772,6 +816,7 @@ fn make_ref(
         len,
         sha256,
         sealed_key,
+        inline: None,
     })
 }
 
@@ -846,7 +891,7 @@ impl StagedBlob for EncStaged {
                     Error::Storage("internal: sealed chunks without a staging file".into())
                 })?;
                 let ch = Chunks {
-                    file,
+                    src: Source::File(file),
                     cc: a.cc.clone(),
                     layout,
                     len: sealed,
@@ -901,6 +946,16 @@ impl StagedBlob for EncStaged {
             Mode::Append(mut a) => {
                 a.finish_all(u64::MAX).await?;
                 a.finish_sync().await?;
+                let inline_max = shared.opts.inline_max.min(shared.layout.cu());
+                if inline_max > 0
+                    && a.file.is_none()
+                    && a.sealed == 0
+                    && a.pending.len() <= inline_max
+                {
+                    // Small enough for the database: sealed here (one chunk of at most
+                    // `inline_max` bytes, microseconds of work), no file at all.
+                    return seal_inline(&shared, &mkeys, matter, *a, len);
+                }
                 spawn_blocking(move || -> Result<BlobRef> {
                     let mut a = *a;
                     let layout = shared.layout;
@@ -1009,6 +1064,92 @@ mod tests {
         }
     }
 
+    /// Uploads of up to `inline_max` bytes come back sealed in the reference and never touch the
+    /// disk; they read back through `open`, `open_prefix` and as the base of an edit; one byte
+    /// more, a file; `inline_max = 0`, always a file. A damaged stored form is an integrity
+    /// error, never wrong bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_uploads_are_returned_inline_and_read_back() {
+        use crate::blob::BlobStore;
+        use crate::blob::encrypted::{BlobOptions, DEFAULT_INLINE_MAX};
+        let dir = tempfile::tempdir().unwrap();
+        let store = test_store(dir.path(), BlobOptions::default());
+        let m = MatterId(1);
+        for len in [0usize, 1, 4096, DEFAULT_INLINE_MAX] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let mut up = store.stage(m, None).await.unwrap();
+            up.append(&data[..len / 2]).await.unwrap();
+            up.append(&data[len / 2..]).await.unwrap();
+            let r = up.commit().await.unwrap();
+            let stored = r.inline.clone().expect("a small upload is kept inline");
+            assert_eq!(stored.len(), len + TAG_LEN, "one sealed chunk of {len}");
+            assert!(len < 16 || !stored.windows(16).any(|w| w == &data[..16]));
+            assert_eq!((staged_files(&store), committed_files(&store)), (0, 0));
+            let mut rd = store.open(m, &r).await.unwrap();
+            assert_eq!(&rd.read_at(0, 1 << 20).await.unwrap()[..], &data[..]);
+            let (mut rd, first) = store.open_prefix(m, &r, 100).await.unwrap();
+            assert_eq!(&first[..], &data[..len.min(100)]);
+            assert_eq!(rd.read_at(len as u64, 10).await.unwrap().len(), 0);
+            store.verify(m, &r).await.unwrap();
+            // Editing it: the inline blob is the base; the result is a blob of its own.
+            let mut ed = store.stage(m, Some(&r)).await.unwrap();
+            ed.write_at(0, b"EDIT").await.unwrap();
+            let r2 = ed.commit().await.unwrap();
+            let mut want = data.clone();
+            want.resize(len.max(4), 0);
+            want[..4].copy_from_slice(b"EDIT");
+            let mut rd = store.open(m, &r2).await.unwrap();
+            assert_eq!(&rd.read_at(0, 1 << 20).await.unwrap()[..], &want[..]);
+            store.remove(m, &r2).await.unwrap();
+            // Damaged or missing stored forms.
+            let mut bad = r.clone();
+            let mut b = stored.to_vec();
+            b[0] ^= 1;
+            bad.inline = Some(b.into());
+            let e = match store.open(m, &bad).await {
+                Err(e) => Some(e),
+                Ok(mut rd) => rd.read_at(0, 1 << 20).await.err(),
+            };
+            // (an empty blob has no bytes to read, so nothing to find wrong)
+            assert!(
+                len == 0 || matches!(e, Some(crate::Error::Integrity(_))),
+                "{len}: {e:?}"
+            );
+            let mut short = r.clone();
+            short.inline = Some(stored.slice(1..));
+            let e = store.open(m, &short).await.err();
+            assert!(matches!(e, Some(crate::Error::Integrity(_))), "{e:?}");
+            let mut gone = r.clone();
+            gone.inline = None;
+            let e = store.open(m, &gone).await.err();
+            assert!(matches!(e, Some(crate::Error::Integrity(_))), "{e:?}");
+        }
+        // One byte over: a file.
+        let mut up = store.stage(m, None).await.unwrap();
+        up.append(&vec![5u8; DEFAULT_INLINE_MAX + 1]).await.unwrap();
+        let r = up.commit().await.unwrap();
+        assert!(r.inline.is_none());
+        assert_eq!(committed_files(&store), 1);
+        store.verify(m, &r).await.unwrap();
+        // Turned off: a file for 10 bytes.
+        let dir2 = tempfile::tempdir().unwrap();
+        let off = test_store(
+            dir2.path(),
+            BlobOptions {
+                inline_max: 0,
+                ..Default::default()
+            },
+        );
+        let mut up = off.stage(m, None).await.unwrap();
+        up.append(b"0123456789").await.unwrap();
+        let r = up.commit().await.unwrap();
+        assert!(r.inline.is_none());
+        assert_eq!(committed_files(&off), 1);
+        let r = off.stage(m, None).await.unwrap().commit().await.unwrap();
+        assert!(r.inline.is_none(), "an empty upload too");
+        assert_eq!(committed_files(&off), 2);
+    }
+
     /// Starting an upload touches no disk; a small upload's file appears only in its commit
     /// (and is renamed into place there), an upload longer than a batch gets it at the first
     /// batch; aborted or dropped uploads leave nothing behind either way.
@@ -1016,7 +1157,12 @@ mod tests {
     async fn the_staging_file_is_created_with_the_first_batch_or_at_commit() {
         use crate::blob::BlobStore;
         let dir = tempfile::tempdir().unwrap();
-        let store = test_store(dir.path(), Default::default());
+        // Files for every size here (small blobs kept inline are the next test's subject).
+        let opts = crate::blob::encrypted::BlobOptions {
+            inline_max: 0,
+            ..Default::default()
+        };
+        let store = test_store(dir.path(), opts);
         let flush = store.shared.opts.flush_bytes;
         for round in 0..2 {
             // round 0 loads the matter key (blocking pool), round 1 finds it cached
@@ -1116,7 +1262,11 @@ mod tests {
     async fn a_commit_that_cannot_create_its_file_fails() {
         use crate::blob::BlobStore;
         let dir = tempfile::tempdir().unwrap();
-        let store = test_store(dir.path(), Default::default());
+        let opts = crate::blob::encrypted::BlobOptions {
+            inline_max: 0,
+            ..Default::default()
+        };
+        let store = test_store(dir.path(), opts);
         let mut up = store.stage(MatterId(1), None).await.unwrap();
         up.append(b"hello").await.unwrap();
         std::fs::remove_dir(store.dir().join("tmp")).unwrap();
