@@ -69,11 +69,16 @@ pub struct TransportConfig {
     /// queued request is charged its length plus a fixed overhead for its bookkeeping.
     pub queue_bytes: usize,
     /// How many of those bytes may belong to large requests (longer than 4 KiB: in practice
-    /// WRITEs), per session. Default 4 MiB, twice what OpenSSH or rclone keep in flight. Their
-    /// answers are small status packets, so holding writes back can't cause the flow-control
-    /// deadlock that small requests (READs, whose answers are large) could; it bounds the memory an
-    /// upload can queue while the server is slower than the client. Must be at least
-    /// `max_packet_len + 4 + 64` and at most `queue_bytes`.
+    /// WRITEs), per session. Default 1 MiB: four of the 255 KiB WRITEs OpenSSH's client sends
+    /// once `limits@openssh.com` is offered (32 of its 32 KiB ones). Their answers are small
+    /// status packets, so holding writes back can't cause the flow-control deadlock that small
+    /// requests (READs, whose answers are large) could; it bounds the memory an upload can queue
+    /// while the server is slower than the client. A session handles one request at a time and a
+    /// queued frame's share is released as soon as russh-sftp has read it, so one frame waiting
+    /// keeps a session busy; behind this budget russh's own channel queue holds up to
+    /// `channel_buffer_size` more messages of the client's packet size. (4 MiB per session put
+    /// 8 concurrent uploads' heap peak at ~60 MiB, 39 of it received data; see BENCHMARKS.md.)
+    /// Must be at least `max_packet_len + 4 + 64` and at most `queue_bytes`.
     pub bulk_bytes: usize,
     /// Bytes of responses buffered between russh-sftp and the writer task. Default 1 MiB: four
     /// of the 255 KiB read replies OpenSSH's client asks for once `limits@openssh.com` offers
@@ -88,7 +93,7 @@ impl Default for TransportConfig {
         TransportConfig {
             max_packet_len: 256 * 1024,
             queue_bytes: 32 * 1024 * 1024,
-            bulk_bytes: 4 * 1024 * 1024,
+            bulk_bytes: 1024 * 1024,
             write_buffer: 1024 * 1024,
             pre_start_bytes: 64 * 1024,
         }
@@ -1127,6 +1132,46 @@ mod tests {
         assert!(small._bulk.is_none());
         assert_eq!(small.parts.len(), 1);
         assert_eq!(&small.parts[0][..], &stat_request(3)[..]);
+    }
+
+    /// The default bulk budget queues four of OpenSSH's 255 KiB WRITEs per session (so a session
+    /// always has its next write waiting) and holds the fifth back until one is taken.
+    #[tokio::test]
+    async fn default_bulk_budget_queues_four_openssh_writes() {
+        let cfg = TransportConfig::default();
+        // limits@openssh.com offers max_packet_len - 1024 bytes per WRITE.
+        let data_len = cfg.max_packet_len as usize - 1024;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut pump = Pump {
+            queue: Some(tx),
+            budget: Arc::new(Semaphore::new(cfg.queue_bytes)),
+            bulk: Arc::new(Semaphore::new(cfg.bulk_bytes)),
+            framer: Framer::new(cfg.max_packet_len),
+            aborted: Arc::new(AtomicBool::new(false)),
+            started: Arc::new(AtomicBool::new(true)),
+            cancel: CancellationToken::new(),
+            pre_start_left: 0,
+            counters: Arc::new(Counters::default()),
+            _slot: Arc::new(None),
+        };
+        let quick = Duration::from_millis(200);
+        for id in 1..=4 {
+            timeout(
+                quick,
+                pump.on_data(Bytes::from(write_request(id, data_len))),
+            )
+            .await
+            .expect("one of the first four writes waited")
+            .unwrap();
+        }
+        let fifth = pump.on_data(Bytes::from(write_request(5, data_len)));
+        tokio::pin!(fifth);
+        assert!(
+            timeout(quick, &mut fifth).await.is_err(),
+            "the fifth write must wait"
+        );
+        drop(rx.recv().await.unwrap());
+        timeout(quick, fifth).await.unwrap().unwrap();
     }
 
     fn queued(budget: &Arc<Semaphore>, b: &[u8], reply: bool) -> QueuedFrame {
