@@ -7,10 +7,13 @@
 //!   public-key authentication through an [`SshAuthenticator`], nothing but the `sftp` subsystem
 //!   (shell, exec, pty, env, X11, port and agent forwarding are refused), caps on authentication
 //!   attempts, channels and connections, idle timeout and graceful shutdown;
-//! - [`transport`]: the adapter between an SSH channel and russh-sftp. It fixes the two defects
-//!   reproduced with russh 0.65 + russh-sftp 3.0 (see `shared/notes/crates.md`): the flow-control
-//!   deadlock (a draining pump with a byte-capped queue and a separate writer task) and the stream
-//!   desync on oversized packets (SFTP framing is checked; a violation closes the session).
+//! - [`transport`]: the adapter between an SSH channel and the SFTP request handler: one task per
+//!   channel drains it, checks the framing, handles the requests in order through the handler and
+//!   sends the responses (russh-sftp's own loop is not used, only its packet types and `Handler`
+//!   trait). It fixes the two defects reproduced with russh 0.65 + russh-sftp 3.0 (see
+//!   `shared/notes/crates.md`): the flow-control deadlock (the channel is drained, into a
+//!   byte-capped queue, while a response waits for the client's window) and the stream desync on
+//!   oversized packets (SFTP framing is checked; a violation closes the session).
 //!
 //! The SFTP request handler ([`handler`]) maps SFTP requests to the principal's tree; it is plugged
 //! in through a [`SessionFactory`], which builds one russh-sftp `Handler` per session.

@@ -1056,6 +1056,8 @@ impl ChannelTask {
         let mut reading = true;
         let mut requests_open = true;
         let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
+        let cancelled = self.cancel.cancelled();
+        tokio::pin!(cancelled);
 
         let end = 'session: loop {
             // Take the next requests in order while the handler is idle and the responses
@@ -1103,7 +1105,7 @@ impl ChannelTask {
             }
             tokio::select! {
                 biased;
-                () = self.cancel.cancelled() => break End::Cancelled,
+                () = &mut cancelled => break End::Cancelled,
                 s = &mut self.start_rx, if !session_started => match s {
                     Ok(session) => {
                         debug!("sftp session started");
@@ -1805,7 +1807,12 @@ mod tests {
     async fn an_unstarted_channel_is_capped_and_closed() {
         let cfg = TransportConfig::default();
         let h = harness(cfg.clone(), usize::MAX >> 4);
-        h.send(vec![0u8; cfg.pre_start_bytes]).await;
+        // The start of a long (allowed) packet: not a framing violation by itself.
+        let mut data = vec![0u8; cfg.pre_start_bytes];
+        data[..4].copy_from_slice(&200_000u32.to_be_bytes());
+        h.send(data).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!h.task.is_finished());
         h.send(vec![0u8; 1]).await;
         let cancel = h.cancel.clone();
         let (closed, rest) = h.ended().await;
