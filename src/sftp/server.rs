@@ -354,7 +354,7 @@ fn russh_config(host_key: &HostKey, l: &Limits) -> russh::server::Config {
         inactivity_timeout: Some(l.inactivity_timeout),
         keepalive_interval: None,
         nodelay: true,
-        // Messages russh queues per channel for the transport's pump (default 100). The pump
+        // Messages russh queues per channel for the transport's task (default 100). The task
         // drains them at once unless its byte budget for uploads is full; then this queue is what
         // an upload holds on top of that budget: 32 SSH packets (1 MiB of OpenSSH's 32 KiB
         // packets) instead of 100 cut the 8 x 64 MiB concurrent SFTP upload's peak RSS by
