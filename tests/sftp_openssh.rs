@@ -5,8 +5,9 @@
 //! the client is done, fails the test instead of hanging it. (The draft of this test hung until the
 //! server's 10-minute inactivity timeout because the transport's response pipe was a split
 //! `simplex`: russh-sftp dropping its half never reached the writer, so the channel was never closed
-//! and `sftp` waited for it after its last command. The pipe is now a `duplex`; these runs are
-//! bounded far below the inactivity timeout, so that regression fails here.)
+//! and `sftp` waited for it after its last command. The transport is now one task that closes the
+//! channel itself once the client's EOF is answered; these runs are bounded far below the
+//! inactivity timeout, so a regression of that kind fails here.)
 
 mod sftp_common;
 
