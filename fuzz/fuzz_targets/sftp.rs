@@ -1,6 +1,7 @@
-//! Fuzz the SFTP front end without SSH: a byte stream → SFTP frames → russh-sftp's packet parser →
-//! the portal's handler (`PortalSftp`) over an in-memory portal holding the demo firm (built once per
-//! process), with every reply read back.
+//! Fuzz the SFTP front end without SSH: a byte stream → the transport's channel task
+//! (`sftp::transport::run_in_memory`: framing and request checks, russh-sftp's packet parser, in-order
+//! dispatch) → the portal's handler (`PortalSftp`) over an in-memory portal holding the demo firm
+//! (built once per process), with every reply read back.
 //!
 //! Input: the first byte picks the framing, the rest is the client's byte stream.
 //! - even: **raw** — the bytes as the client sent them, framed the way `sftp::transport` does
@@ -16,11 +17,11 @@
 
 use libfuzzer_sys::fuzz_target;
 use sdx_portal::model::{Actor, Channel, Principal};
+use sdx_portal::sftp::TransportConfig;
 use sdx_portal::sftp::handler::PortalSftp;
 use sdx_portal::{Portal, demo};
 use std::sync::OnceLock;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 
 /// As `TransportConfig::default().max_packet_len`.
 const MAX_PACKET: u32 = 256 * 1024;
@@ -66,7 +67,8 @@ fn frame(body: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(body);
 }
 
-/// The stream russh-sftp gets: INIT, then the fuzzed frames (at most 64 of them).
+/// The client's stream: INIT, then the fuzzed frames (at most 64 of them; in raw mode followed by
+/// whatever broke the framing); and how many requests it holds.
 fn frames(data: &[u8]) -> (Vec<u8>, usize) {
     let mut out = Vec::new();
     frame(&[1, 0, 0, 0, 3], &mut out);
@@ -77,12 +79,19 @@ fn frames(data: &[u8]) -> (Vec<u8>, usize) {
     while n < 65 {
         if mode % 2 == 0 {
             // The transport's rule: check the length as soon as its 4 bytes are in.
-            let Some(h) = rest.get(..4) else { break };
+            // A lying length or a cut-short tail goes to the transport as it is: it must end
+            // the session (or drop the tail at EOF) after answering the frames before it.
+            let Some(h) = rest.get(..4) else {
+                out.extend_from_slice(rest);
+                break;
+            };
             let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
             if len == 0 || len > MAX_PACKET {
+                out.extend_from_slice(rest);
                 break;
             }
             let Some(body) = rest.get(4..4 + len as usize) else {
+                out.extend_from_slice(rest);
                 break;
             };
             frame(body, &mut out);
@@ -111,22 +120,18 @@ fuzz_target!(|data: &[u8]| {
             Channel::Sftp,
             Some("127.0.0.1:40000".parse().expect("addr")),
         ));
-        let (server_side, mut client_side) = tokio::io::duplex(64 * 1024);
-        let stream = tokio::io::join(std::io::Cursor::new(input), server_side);
-        russh_sftp::server::run_with_config(
-            stream,
+        // Delivered in pieces whose size the input picks, as SSH packets would split it.
+        let piece = 1 + usize::from(data.first().copied().unwrap_or(0) >> 1) * 523;
+        let config = TransportConfig::default();
+        let session = sdx_portal::sftp::transport::run_in_memory(
             PortalSftp::new(tree),
-            russh_sftp::server::Config {
-                max_client_packet_len: MAX_PACKET,
-            },
-        )
-        .await;
-        let mut replies = Vec::new();
-        let read = client_side.read_to_end(&mut replies);
-        tokio::time::timeout(Duration::from_secs(10), read)
+            &config,
+            &input,
+            piece,
+        );
+        let replies = tokio::time::timeout(Duration::from_secs(10), session)
             .await
-            .expect("the SFTP session did not end within 10 s")
-            .expect("reading replies");
+            .expect("the SFTP session did not end within 10 s");
         let mut rest = replies.as_slice();
         let mut count = 0usize;
         while !rest.is_empty() {

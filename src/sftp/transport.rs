@@ -940,6 +940,74 @@ impl ChannelTransport {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Without SSH: the same task over bytes in memory (fuzzing, tests)
+
+/// The client's bytes, queued up front, then EOF.
+struct MemIn(tokio::sync::mpsc::UnboundedReceiver<ChannelMsg>);
+
+impl Inbound for MemIn {
+    fn recv(&mut self) -> impl Future<Output = Option<ChannelMsg>> + Send {
+        self.0.recv()
+    }
+}
+
+/// Collects what the server sends; the client's window never closes.
+struct MemOut(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Outbound for MemOut {
+    async fn send(&self, data: Bytes) -> Result<(), russh::Error> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(&data);
+        Ok(())
+    }
+
+    async fn close(&self) {}
+}
+
+/// Runs one SFTP session on `handler` over bytes in memory, without SSH: `input` is what a client
+/// sent on the channel, delivered in pieces of `piece` bytes (at least 1) and followed by EOF; the
+/// result is everything the server sent back. The path of a request is the real one: framing and
+/// request checks, in-order dispatch to the handler, responses. For fuzzing and tests.
+#[doc(hidden)]
+pub async fn run_in_memory<H>(
+    handler: H,
+    config: &TransportConfig,
+    input: &[u8],
+    piece: usize,
+) -> Vec<u8>
+where
+    H: Handler + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for chunk in input.chunks(piece.max(1)) {
+        let _ = tx.send(ChannelMsg::Data {
+            data: Bytes::copy_from_slice(chunk),
+        });
+    }
+    let _ = tx.send(ChannelMsg::Eof);
+    drop(tx);
+    let (start_tx, start_rx) = oneshot::channel();
+    let _ = start_tx.send(SftpSession::new(handler));
+    let task = ChannelTask {
+        inbox: Inbox::new(config),
+        start_rx,
+        started: Arc::new(AtomicBool::new(true)),
+        cancel: CancellationToken::new(),
+        write_buffer: config.write_buffer,
+        pre_start_left: config.pre_start_bytes,
+    };
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    task.run(MemIn(rx), MemOut(sent.clone())).await;
+    std::mem::take(
+        &mut *sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
 // The channel's task
 
 /// The channel's incoming side as the task sees it (a trait so that tests can drive the task).
@@ -1711,6 +1779,50 @@ mod tests {
             ],
         )
         .to_vec()
+    }
+
+    /// The in-memory entry point (the SFTP fuzz target's) takes the real path: the same replies,
+    /// in order, whatever the piece size, and a violation ends the session after the replies
+    /// to the requests before it.
+    #[tokio::test]
+    async fn run_in_memory_answers_like_the_channel_task() {
+        let mut all = init();
+        all.extend(stat_of(1, "/a"));
+        all.extend(packet(99, &[&2u32.to_be_bytes()]));
+        all.extend(stat_of(3, "/missing"));
+        all.extend(write_request(4, 100));
+        let kinds = |wire: &[u8]| {
+            let mut rest = wire;
+            let mut out = Vec::new();
+            while rest.len() >= 4 {
+                let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+                let p = &rest[..4 + len];
+                out.push((p[4], u32::from_be_bytes(p[5..9].try_into().unwrap())));
+                rest = &rest[4 + len..];
+            }
+            assert!(rest.is_empty(), "a reply cut short");
+            out
+        };
+        let handler = || TestHandler {
+            seen: Seen::default(),
+            gate: Arc::new(tokio::sync::Notify::new()),
+        };
+        let cfg = TransportConfig::default();
+        for piece in [1, 7, 4096, usize::MAX] {
+            let wire = run_in_memory(handler(), &cfg, &all, piece).await;
+            assert_eq!(
+                kinds(&wire),
+                [(2, 3), (105, 1), (101, 2), (101, 3), (101, 4)],
+                "piece {piece}"
+            );
+        }
+        // A lying length after two requests: their replies, then the session ends.
+        let mut bad = init();
+        bad.extend(stat_of(1, "/a"));
+        bad.extend((u32::MAX).to_be_bytes());
+        bad.extend(stat_of(2, "/b"));
+        let wire = run_in_memory(handler(), &cfg, &bad, 5).await;
+        assert_eq!(kinds(&wire), [(2, 3), (105, 1)]);
     }
 
     #[tokio::test]
