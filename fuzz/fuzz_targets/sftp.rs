@@ -40,7 +40,15 @@ fn state() -> &'static State {
             .build()
             .expect("runtime");
         let (portal, who) = rt.block_on(async {
-            let portal = Portal::in_memory().await.expect("in-memory portal");
+            // Documents up to 16 MiB: the in-memory store materialises a write far past the end
+            // (the encrypted store keeps it sparse), and inputs are kept between runs.
+            let portal = sdx_portal::PortalBuilder::memory()
+                .blob_store(std::sync::Arc::new(
+                    sdx_portal::blob::mem::MemBlobStore::with_limit(16 << 20),
+                ))
+                .open()
+                .await
+                .expect("in-memory portal");
             demo::provision(&portal).await.expect("demo data");
             let who = portal
                 .authenticate_password(demo::DEMO_CLIENT_EMAIL, demo::DEMO_PASSWORD)

@@ -29,9 +29,31 @@ type Blobs = Arc<Mutex<HashMap<BlobId, (MatterId, Bytes)>>>;
 /// assert_eq!(&rd.read_at(0, 100).await.unwrap()[..], b"hello");
 /// # }) }
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemBlobStore {
     blobs: Blobs,
+    limit: u64,
+}
+
+impl Default for MemBlobStore {
+    fn default() -> Self {
+        MemBlobStore {
+            blobs: Blobs::default(),
+            limit: MEM_BLOB_LIMIT,
+        }
+    }
+}
+
+impl MemBlobStore {
+    /// A store whose blobs may grow to `limit` bytes (at most [`MEM_BLOB_LIMIT`]); writes past
+    /// it fail with [`Error::TooLarge`]. A write far past the end materialises the gap in memory
+    /// here (the encrypted store keeps it sparse), so a fuzzer or test bounds it this way.
+    pub fn with_limit(limit: u64) -> Self {
+        MemBlobStore {
+            limit: limit.min(MEM_BLOB_LIMIT),
+            ..Default::default()
+        }
+    }
 }
 
 fn lock(b: &Blobs) -> std::sync::MutexGuard<'_, HashMap<BlobId, (MatterId, Bytes)>> {
@@ -52,6 +74,7 @@ impl BlobStore for MemBlobStore {
             blobs: self.blobs.clone(),
             matter,
             data,
+            limit: self.limit,
         }))
     }
     async fn open(&self, _matter: MatterId, blob: &BlobRef) -> Result<Box<dyn BlobReader>> {
@@ -81,12 +104,13 @@ struct MemStaged {
     blobs: Blobs,
     matter: MatterId,
     data: Vec<u8>,
+    limit: u64,
 }
 
-fn check_len(end: u64) -> Result<usize> {
-    if end > MEM_BLOB_LIMIT {
+fn check_len(end: u64, limit: u64) -> Result<usize> {
+    if end > limit {
         return Err(Error::TooLarge(format!(
-            "in-memory blobs are limited to {MEM_BLOB_LIMIT} bytes"
+            "in-memory blobs are limited to {limit} bytes"
         )));
     }
     usize::try_from(end).map_err(|_| Error::TooLarge("blob too large".into()))
@@ -98,12 +122,12 @@ impl StagedBlob for MemStaged {
         self.data.len() as u64
     }
     async fn append(&mut self, data: &[u8]) -> Result<()> {
-        check_len(self.data.len() as u64 + data.len() as u64)?;
+        check_len(self.data.len() as u64 + data.len() as u64, self.limit)?;
         self.data.extend_from_slice(data);
         Ok(())
     }
     async fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
-        let end = check_len(offset.saturating_add(data.len() as u64))?;
+        let end = check_len(offset.saturating_add(data.len() as u64), self.limit)?;
         let start = end - data.len();
         if self.data.len() < end {
             self.data.resize(end, 0);
@@ -115,7 +139,7 @@ impl StagedBlob for MemStaged {
         Ok(slice(&self.data, offset, max).to_vec().into())
     }
     async fn set_len(&mut self, len: u64) -> Result<()> {
-        let len = check_len(len)?;
+        let len = check_len(len, self.limit)?;
         self.data.resize(len, 0);
         Ok(())
     }
@@ -162,5 +186,23 @@ impl BlobReader for MemReader {
             .min(self.data.len());
         let end = start.saturating_add(max).min(self.data.len());
         Ok(self.data.slice(start..end))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_limit_refuses_writes_past_it_without_allocating_them() {
+        let store = MemBlobStore::with_limit(1000);
+        let mut up = store.stage(MatterId(1), None).await.unwrap();
+        up.write_at(990, b"0123456789").await.unwrap();
+        let e = up.write_at(1 << 30, b"x").await.unwrap_err();
+        assert!(matches!(e, Error::TooLarge(_)), "{e}");
+        let e = up.append(b"x").await.unwrap_err();
+        assert!(matches!(e, Error::TooLarge(_)), "{e}");
+        assert_eq!(up.len(), 1000);
+        assert_eq!(MemBlobStore::with_limit(u64::MAX).limit, MEM_BLOB_LIMIT);
     }
 }
