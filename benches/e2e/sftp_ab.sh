@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A/B of sdx builds through OpenSSH sftp, one fresh `sdx serve` per run, the builds alternated:
 #   SDXS="/path/a /path/b" WORKLOAD=small|big RUNS=3 MODE=batched|immediate bash benches/e2e/sftp_ab.sh
-# small: 2,000 (N) 4 KiB puts then gets in one `sftp -b` session each (files/s);
-# big: one 1 GiB put then get (MB/s). CIPHER (default aes256-gcm@openssh.com); EXTRA adds lines to
+# small: 2,000 (N) 4 KiB puts then gets in one `sftp -b` session each (files/s, and the server's
+# CPU and context switches per file, all its threads, from /proc); big: one 1 GiB put then get (MB/s). CIPHER (default aes256-gcm@openssh.com); EXTRA adds lines to
 # the server's [storage] section (e.g. EXTRA='inline_max_kib = 0'). Build first:
 # cargo build --release --bin sdx --example bench_setup (SDXS defaults to that build).
 set -euo pipefail
@@ -22,6 +22,9 @@ if [ "$WORKLOAD" = small ]; then
 else
   head -c $((1 << 30)) /dev/urandom > $W/in/big
 fi
+hz=$(getconf CLK_TCK)
+ticks() { awk '{print $14+$15}' /proc/$SP/stat; }
+csw() { cat /proc/$SP/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s+=$2} END {print s}'; }
 one() { # $1 = sdx binary
   rm -rf $W/data $W/out/*
   $SETUP $W/data bench@client.test "bench portal passphrase 2026" $W/key.pub 10 >/dev/null
@@ -40,14 +43,14 @@ one() { # $1 = sdx binary
     echo "put \"$W/in/big\" \"$d/big\"" > $W/up
     echo "get \"$d/big\" \"$W/out/big\"" > $W/down
   fi
-  local t0 t1 t2
-  t0=$(date +%s.%N); $s -b $W/up 127.0.0.1 >/dev/null
-  t1=$(date +%s.%N); $s -b $W/down 127.0.0.1 >/dev/null
-  t2=$(date +%s.%N)
+  local t0 t1 t2 c0 c1 c2 w0 w1 w2
+  c0=$(ticks); w0=$(csw); t0=$(date +%s.%N); $s -b $W/up 127.0.0.1 >/dev/null
+  c1=$(ticks); w1=$(csw); t1=$(date +%s.%N); $s -b $W/down 127.0.0.1 >/dev/null
+  c2=$(ticks); w2=$(csw); t2=$(date +%s.%N)
   kill $SP; wait $SP 2>/dev/null || true; SP=
   cmp -s <(cat $W/in/* | sha256sum) <(cat $W/out/* | sha256sum) || { echo "content differs"; exit 1; }
   if [ "$WORKLOAD" = small ]; then
-    python3 -c "print('up %.0f files/s, down %.0f files/s' % ($N/($t1-$t0), $N/($t2-$t1)))"
+    python3 -c "print('up %.0f files/s (%.0f us CPU, %.1f switches per file), down %.0f files/s (%.0f us, %.1f)' % ($N/($t1-$t0), ($c1-$c0)*1e6/$hz/$N, ($w1-$w0)/$N, $N/($t2-$t1), ($c2-$c1)*1e6/$hz/$N, ($w2-$w1)/$N))"
   else
     python3 -c "print('up %.0f MB/s, down %.0f MB/s' % (1073.741824/($t1-$t0), 1073.741824/($t2-$t1)))"
   fi
