@@ -345,11 +345,14 @@ async fn stat_probes_are_audited_in_the_commit_of_the_next_operation() {
         .await
         .unwrap()
         .handle;
+    // The open answers before its entry is committed; the first READ waits for that commit.
+    let data = s.read(5, h.clone(), 0, 65_536).await.unwrap().data;
+    assert_eq!(data, b"probe me");
     let (c1, _) = p.store().stats();
     // One commit for the open and its three probes (two if the machine stalled past the flush
     // delay between the probes and the open); each probe on its own would be three more.
     assert!(c1 - c0 <= 2, "{} commits for 3 probes and an open", c1 - c0);
-    s.close(5, h).await.unwrap();
+    s.close(7, h).await.unwrap();
     let entries = client_entries(&p, &demo).await;
     let tail: Vec<_> = entries
         .iter()
@@ -392,4 +395,85 @@ async fn stat_probes_are_audited_in_the_commit_of_the_next_operation() {
         }
     }
     assert!(found, "the lone probe was never audited");
+}
+
+/// A session remembers what its last probe found only while nothing has changed: a document
+/// uploaded, a grant revoked in between is seen by the next probe and by the next open.
+#[tokio::test]
+async fn a_remembered_probe_never_outlives_a_change() {
+    let (p, mut s) = session().await;
+    let demo = demo::provision(&p).await.unwrap();
+    let staff = p.tree(Actor::api(sdx_portal::model::Principal::Staff(demo.staff)));
+    let path = format!("{CD}/later.bin");
+
+    // Missing, then created by someone else: the next probe (same path) sees it.
+    let e = s.lstat(1, path.clone()).await.unwrap_err();
+    assert_eq!(e.status_code, StatusCode::NoSuchFile);
+    let mut up = staff
+        .open_write(&path, sdx_portal::tree::WriteOptions::upload())
+        .await
+        .unwrap();
+    up.write(b"twelve bytes").await.unwrap();
+    up.commit().await.unwrap();
+    let a = s.stat(2, path.clone()).await.unwrap();
+    assert_eq!(a.attrs.size, Some(12));
+
+    // Found, then changed by someone else: the next probe shows the new size.
+    let mut up = staff
+        .open_write(&path, sdx_portal::tree::WriteOptions::upload())
+        .await
+        .unwrap();
+    up.write(b"five!").await.unwrap();
+    up.commit().await.unwrap();
+    assert_eq!(s.stat(3, path.clone()).await.unwrap().attrs.size, Some(5));
+    // Probed (which also prepares the open), then changed: the download gets the new content.
+    let mut up = staff
+        .open_write(&path, sdx_portal::tree::WriteOptions::upload())
+        .await
+        .unwrap();
+    up.write(b"changed again").await.unwrap();
+    up.commit().await.unwrap();
+    assert_eq!(content(&mut s, &path).await, b"changed again");
+    s.lstat(31, path.clone()).await.unwrap();
+    s.stat(32, path.clone()).await.unwrap();
+    assert_eq!(content(&mut s, &path).await, b"changed again");
+
+    // Probed as missing, then Create withdrawn from the folder: the upload is refused.
+    use sdx_portal::model::{Permission, Permissions};
+    let sys = Actor::system();
+    let fresh = format!("{CD}/fresh.bin");
+    s.stat(4, fresh.clone()).await.unwrap_err();
+    let general = p.find_matter_type(&sys, "General").await.unwrap().unwrap();
+    let client = p
+        .find_participant_type(&sys, "Client")
+        .await
+        .unwrap()
+        .unwrap();
+    let list_read = Permissions::NONE
+        .with(Permission::List)
+        .with(Permission::Read);
+    p.set_portal_permissions(&sys, general, "Client Documents", client, list_read)
+        .await
+        .unwrap();
+    let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
+    let e = s
+        .open(5, fresh.clone(), flags, FileAttributes::empty())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status_code, StatusCode::PermissionDenied, "{e:?}");
+
+    // Found, then the grant revoked: the next probe of it is refused.
+    s.stat(6, path.clone()).await.unwrap();
+    for part in p.participants(&sys, demo.matter).await.unwrap() {
+        if part.portal_access {
+            p.revoke_access(&sys, demo.matter, part.id).await.unwrap();
+        }
+    }
+    let e = s
+        .open(61, path.clone(), OpenFlags::READ, FileAttributes::empty())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status_code, StatusCode::NoSuchFile, "{e:?}");
+    let e = s.stat(7, path.clone()).await.unwrap_err();
+    assert_eq!(e.status_code, StatusCode::NoSuchFile, "{e:?}");
 }

@@ -425,11 +425,12 @@ impl russh_sftp::server::Handler for PortalSftp {
                 append: pflags.contains(OpenFlags::APPEND),
             }
         } else {
-            // The first bytes are read at open (overlapping the audit entry's commit) and kept
-            // in the handle: a small document's READs and its EOF need no further blob access.
-            let (h, _) = self
+            // Answered once the check is done; the audit entry's commit and the blob's first
+            // bytes (kept in the handle: a small document's READs and its EOF need no further
+            // blob access) go on meanwhile, and the first READ waits for both.
+            let h = self
                 .tree
-                .open_read_prefetch(&path, READ_PREFETCH)
+                .open_read_pipelined(&path, READ_PREFETCH)
                 .await
                 .map_err(reply)?;
             Open::Read(Box::new(h))

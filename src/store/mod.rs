@@ -607,6 +607,8 @@ pub struct WriteCtx<'a> {
     pub events: &'a mut Vec<crate::events::PortalEvent>,
     /// Set by jobs that change who may access what: bumps the access epoch after commit.
     pub access_changed: &'a mut bool,
+    /// Set by every write outside the audit trail: bumps [`Store::data_epoch`] after commit.
+    data_changed: &'a std::cell::Cell<bool>,
 }
 
 /// State the writer thread keeps between transactions.
@@ -636,6 +638,7 @@ impl<'a> WriteCtx<'a> {
     }
     /// Seals and stores one record.
     pub fn put<V: Serialize>(&self, t: Raw, scope: Scope, key: &[u8], v: &V) -> Result<()> {
+        self.data_changed.set(true);
         let plain = encode(v)?;
         let sealed = self.sealer.seal(scope, &aad(t, key), &plain)?;
         let mut table = self.txn.open_table(t)?;
@@ -644,6 +647,7 @@ impl<'a> WriteCtx<'a> {
     }
     /// Stores a plaintext value (ids, counters) under a key.
     pub fn put_raw(&self, t: Raw, key: &[u8], v: &[u8]) -> Result<()> {
+        self.data_changed.set(true);
         let mut table = self.txn.open_table(t)?;
         table.insert(key, v)?;
         Ok(())
@@ -654,11 +658,13 @@ impl<'a> WriteCtx<'a> {
     }
     /// Removes one entry; returns whether it existed.
     pub fn del(&self, t: Raw, key: &[u8]) -> Result<bool> {
+        self.data_changed.set(true);
         let mut table = self.txn.open_table(t)?;
         Ok(table.remove(key)?.is_some())
     }
     /// Removes every entry under a prefix; returns how many.
     pub fn del_prefix(&self, t: Raw, prefix: &[u8]) -> Result<u64> {
+        self.data_changed.set(true);
         let keys = self.txn.scan_raw(t, prefix, usize::MAX)?;
         let mut table = self.txn.open_table(t)?;
         for (k, _) in &keys {
@@ -673,6 +679,14 @@ impl<'a> WriteCtx<'a> {
     /// Marks that this job changed access rights.
     pub fn access_changed(&mut self) {
         *self.access_changed = true;
+    }
+    /// Runs `f` (which only appends to the audit trail) without counting its writes as a change
+    /// of data ([`Store::data_epoch`]).
+    pub(crate) fn audit_only<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let before = self.data_changed.get();
+        let r = f(self);
+        self.data_changed.set(before);
+        r
     }
 }
 
@@ -745,6 +759,8 @@ pub struct WriterStats {
     pub flushes: std::sync::atomic::AtomicU64,
     /// Times the database was reopened after a storage failure.
     pub reopens: std::sync::atomic::AtomicU64,
+    /// Commits that wrote anything besides audit entries, plus reopens: [`Store::data_epoch`].
+    pub changes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -869,6 +885,14 @@ impl Store {
             self.stats.commits.load(Relaxed),
             self.stats.jobs.load(Relaxed),
         )
+    }
+
+    /// A counter that moves (before the jobs of the commit are answered) after every commit
+    /// that wrote anything besides audit entries, and when the database is reopened. Two equal
+    /// readings taken around a read transaction's result mean nothing it read has changed since:
+    /// what a read found may be reused while the counter still shows the value read before it.
+    pub fn data_epoch(&self) -> u64 {
+        self.stats.changes.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The record sealer.
@@ -1215,6 +1239,10 @@ impl Writer {
             };
             let state = init_schema(&db, self.sealer.as_ref())?;
             self.state = state;
+            // What was read before may be gone with the commits that were not durable.
+            self.stats
+                .changes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.db.put(Arc::new(db));
             Ok(())
         })();
@@ -1266,8 +1294,8 @@ impl Writer {
             }
         };
         match run_batch(&db, sealer.as_ref(), &mut self.state, &mut runs, durable) {
-            Ok((results, events, changed)) => {
-                self.committed(n);
+            Ok((results, events, changed, data)) => {
+                self.committed(n, data);
                 (self.on_commit)(events, changed);
                 for (reply, r) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(r));
@@ -1308,8 +1336,8 @@ impl Writer {
                         Err(e) => Err(Error::from(e)),
                     };
                     match r {
-                        Ok((mut results, events, changed)) => {
-                            self.committed(1);
+                        Ok((mut results, events, changed, data)) => {
+                            self.committed(1, data);
                             (self.on_commit)(events, changed);
                             if let Some(v) = results.pop() {
                                 let _ = reply.send(Ok(v));
@@ -1330,8 +1358,11 @@ impl Writer {
         }
     }
 
-    fn committed(&mut self, jobs: usize) {
-        use std::sync::atomic::Ordering::Relaxed;
+    fn committed(&mut self, jobs: usize, data_changed: bool) {
+        use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+        if data_changed {
+            self.stats.changes.fetch_add(1, SeqCst);
+        }
         self.stats.commits.fetch_add(1, Relaxed);
         self.stats.jobs.fetch_add(jobs as u64, Relaxed);
         if self.opts.durability.is_batched() && self.dirty_since.is_none() {
@@ -1340,9 +1371,11 @@ impl Writer {
     }
 }
 
+/// The jobs' results, the events, whether access changed, whether data changed.
 type BatchOk = (
     Vec<Box<dyn Any + Send>>,
     Vec<crate::events::PortalEvent>,
+    bool,
     bool,
 );
 
@@ -1362,6 +1395,7 @@ fn run_batch(
         }
         let mut events = Vec::new();
         let mut changed = false;
+        let data_changed = std::cell::Cell::new(false);
         let mut results = Vec::with_capacity(runs.len());
         for run in runs.iter_mut() {
             let mut ctx = WriteCtx {
@@ -1370,6 +1404,7 @@ fn run_batch(
                 state: &mut *state,
                 events: &mut events,
                 access_changed: &mut changed,
+                data_changed: &data_changed,
             };
             results.push(run(&mut ctx)?);
         }
@@ -1380,7 +1415,7 @@ fn run_batch(
             t.insert(tables::META_NEXT_ID, state.next_id.to_be_bytes().as_slice())?;
         }
         txn.commit()?;
-        Ok((results, events, changed))
+        Ok((results, events, changed, data_changed.get()))
     })();
     if result.is_err() {
         *state = before;
@@ -1439,6 +1474,49 @@ mod tests {
         txn.get_raw(tables::META, tables::META_NEXT_ID)
             .unwrap()
             .and_then(|v| tables::id_from(&v))
+    }
+
+    /// The data epoch moves with every commit that writes outside the audit trail (before the
+    /// job is answered) and stays put for audit entries alone and for failed jobs.
+    #[tokio::test]
+    async fn the_data_epoch_moves_with_data_not_with_audit_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = start(&dir.path().join("e.redb"));
+        let e0 = s.data_epoch();
+        s.write(|ctx| {
+            crate::audit::append(
+                ctx,
+                crate::audit::NewEntry {
+                    actor: crate::model::Actor::system(),
+                    matter: None,
+                    document: None,
+                    object: "x".into(),
+                    action: crate::audit::AuditAction::Stat,
+                    outcome: crate::audit::Outcome::Allowed,
+                },
+            )
+            .map(|_| ())
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.data_epoch(), e0, "an audit entry moved the data epoch");
+        s.write(|ctx| ctx.put_raw(tables::PROPS, b"k", b"v"))
+            .await
+            .unwrap();
+        let e1 = s.data_epoch();
+        assert!(e1 > e0, "a write did not move it");
+        let r: Result<()> = s
+            .write(|ctx| {
+                ctx.put_raw(tables::PROPS, b"k2", b"v")?;
+                Err(Error::Conflict("no".into()))
+            })
+            .await;
+        assert!(r.is_err());
+        assert_eq!(s.data_epoch(), e1, "a failed job moved it");
+        s.write(|ctx| ctx.del(tables::PROPS, b"k").map(|_| ()))
+            .await
+            .unwrap();
+        assert!(s.data_epoch() > e1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,11 +38,25 @@ pub struct ReadHandle {
     tree: Tree,
     entry: Entry,
     folder: FolderId,
-    reader: Box<dyn BlobReader>,
+    len: u64,
+    source: Source,
     /// The document's first bytes, read at open ([`Tree::open_read_prefetch`]): reads inside
     /// them (and at or past the end) are answered without asking the blob store.
     prefix: Bytes,
     epoch: u64,
+}
+
+/// The opened blob: a blob open in the background with its first bytes, as
+/// [`Tree::open_read_pipelined`] leaves it.
+pub(crate) type Opening = tokio::task::JoinHandle<Result<(Box<dyn BlobReader>, Bytes)>>;
+
+enum Source {
+    Ready(Box<dyn BlobReader>),
+    /// The `Read` audit entry is being committed and the blob opened: no byte is read before
+    /// both are done.
+    Opening(Opening),
+    /// Opening failed (the first read returned why).
+    Failed(String),
 }
 
 impl std::fmt::Debug for ReadHandle {
@@ -60,12 +74,29 @@ impl ReadHandle {
         folder: FolderId,
         reader: Box<dyn BlobReader>,
     ) -> Self {
+        let len = reader.len();
+        Self::with_source(tree, entry, folder, len, Source::Ready(reader))
+    }
+
+    /// A handle whose blob is still `opening`; `len` is the blob's length.
+    pub(crate) fn opening(
+        tree: Tree,
+        entry: Entry,
+        folder: FolderId,
+        len: u64,
+        opening: Opening,
+    ) -> Self {
+        Self::with_source(tree, entry, folder, len, Source::Opening(opening))
+    }
+
+    fn with_source(tree: Tree, entry: Entry, folder: FolderId, len: u64, source: Source) -> Self {
         let epoch = tree.portal.access_epoch();
         ReadHandle {
             tree,
             entry,
             folder,
-            reader,
+            len,
+            source,
             prefix: Bytes::new(),
             epoch,
         }
@@ -84,7 +115,7 @@ impl ReadHandle {
 
     /// Content length.
     pub fn len(&self) -> u64 {
-        self.reader.len()
+        self.len
     }
 
     /// Whether the document is empty.
@@ -96,12 +127,42 @@ impl ReadHandle {
     /// access check is repeated whenever access rights changed since the last one, even for
     /// bytes read ahead at open.
     pub async fn read_at(&mut self, offset: u64, max: usize) -> Result<Bytes> {
+        self.wait_opened().await?;
         self.recheck().await?;
         let max = max.min(MAX_READ);
         if let Some(b) = self.read_in_prefix(offset, max) {
             return Ok(b);
         }
-        self.reader.read_at(offset, max).await
+        match &mut self.source {
+            Source::Ready(r) => r.read_at(offset, max).await,
+            _ => Err(Error::Storage("internal: the document is not open".into())),
+        }
+    }
+
+    /// Waits for a blob opened in the background (and its audit entry's commit).
+    async fn wait_opened(&mut self) -> Result<()> {
+        if let Source::Opening(task) = &mut self.source {
+            let r = match task.await {
+                Ok(r) => r,
+                Err(e) => Err(Error::from(e)),
+            };
+            match r {
+                Ok((reader, prefix)) => {
+                    self.source = Source::Ready(reader);
+                    self.prefix = prefix;
+                }
+                Err(e) => {
+                    self.source = Source::Failed(e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+        match &self.source {
+            Source::Failed(why) => Err(Error::Storage(format!(
+                "the document could not be opened: {why}"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The answer to a read from the prefix read at open (or empty at or past the end), if it

@@ -49,6 +49,15 @@ use crate::{Error, Portal, Result};
 use resolve::{FolderNode, Node, doc_name_key, folder_name_key, resolve};
 use serde::Serialize;
 
+/// [`Tree::open_write`]'s decision: the action to audit, the matter and document it names, and
+/// the matter and base blob to stage from, or why not.
+type WriteDecision = (
+    AuditAction,
+    Option<MatterId>,
+    Option<DocumentId>,
+    Result<(MatterId, Option<BlobRef>)>,
+);
+
 /// What kind of thing an [`Entry`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum EntryKind {
@@ -829,8 +838,44 @@ impl Tree {
         let pp = self.parse_or_audit(&action_guess, path).await?;
         let p = self.actor.principal;
         let pp2 = pp.clone();
-        let decided = self
-            .portal
+        // A name the session's last probe found missing, with nothing changed since: Create
+        // on its folder decides, without a second read transaction.
+        let probed = match self.probed_node(path) {
+            Some(Node::Missing(a, parent, _)) => Some((
+                AuditAction::Create,
+                Some(a.matter),
+                None,
+                need_at(&parent, &a, Permission::Create).map(|_| (a.matter, None)),
+            )),
+            _ => None,
+        };
+        let decided = match probed {
+            Some(d) => d,
+            None => self.decide_write(p, pp2, opts).await?,
+        };
+        let (action, matter, doc, res) = decided;
+        match res {
+            Err(e) => {
+                self.audit(action, object_of(path), matter, doc, Outcome::from_err(&e))
+                    .await?;
+                Err(e)
+            }
+            Ok((m, base)) => {
+                let staged = self.portal.inner.blobs.stage(m, base.as_ref()).await?;
+                Ok(Upload::new(self.clone(), pp, action, m, staged))
+            }
+        }
+    }
+
+    /// [`Tree::open_write`]'s check in a read transaction: the action to audit, the matter and
+    /// document, and the matter and base to stage from (or why not).
+    async fn decide_write(
+        &self,
+        p: Principal,
+        pp2: PortalPath,
+        opts: WriteOptions,
+    ) -> Result<WriteDecision> {
+        self.portal
             .inner
             .store
             .read(move |db| {
@@ -873,19 +918,7 @@ impl Tree {
                 };
                 Ok((r.0, m, d, r.1))
             })
-            .await?;
-        let (action, matter, doc, res) = decided;
-        match res {
-            Err(e) => {
-                self.audit(action, object_of(path), matter, doc, Outcome::from_err(&e))
-                    .await?;
-                Err(e)
-            }
-            Ok((m, base)) => {
-                let staged = self.portal.inner.blobs.stage(m, base.as_ref()).await?;
-                Ok(Upload::new(self.clone(), pp, action, m, staged))
-            }
-        }
+            .await
     }
 
     /// Commits a staged upload: re-checks the permission, records the version, audits. Used by

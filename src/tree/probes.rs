@@ -12,10 +12,23 @@
 //! own at the latest [`FLUSH_AFTER`] after the first one was taken, or once [`MAX_PENDING`] are
 //! waiting. So every probe is still checked and recorded; only its entry's commit is shared. The
 //! entry's time is its commit time (at most [`FLUSH_AFTER`] after the probe).
+//!
+//! Such a tree also remembers what its last probe found (the resolved node and the answer) with
+//! the store's [`data_epoch`](crate::store::Store::data_epoch) read before the probe's read
+//! transaction. While that epoch has not moved, nothing the probe read has changed (no document,
+//! folder, grant, permission or login; every such commit moves it before it is acknowledged), so
+//! the same answer is still exact: OpenSSH's `LSTAT` + `STAT` + `OPEN` of one `get` cost one read
+//! transaction (a probe that finds a document the principal may read also fetches what opening
+//! it needs, [`Tree::open_read_pipelined`]), and an upload opened at a path just probed as
+//! missing ([`Tree::open_write`]) decides without a second one. The reused probe is audited like any
+//! other; the upload's commit resolves and checks again as always.
 
-use super::{Entry, Tree, object_of, stat_node};
-use crate::audit::{self, AuditAction, NewEntry};
-use crate::{Portal, Result};
+use super::resolve::Node;
+use super::{Entry, Tree, object_of, readable_document, stat_node};
+use crate::audit::{self, AuditAction, NewEntry, Outcome};
+use crate::blob::BlobRef;
+use crate::model::FolderId;
+use crate::{Error, Portal, Result};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,10 +44,24 @@ struct State {
     armed: bool,
 }
 
-/// The pending probe entries of one tree (shared by its clones and handles).
+/// What the last probe of a tree found, valid while the store's data epoch is `epoch`.
+#[derive(Clone, Debug)]
+struct Memo {
+    path: String,
+    epoch: u64,
+    node: Node,
+    /// The answer: the entry, or `None` for a missing name (the answer was "not found").
+    entry: Option<Entry>,
+    outcome: Outcome,
+    /// A document the principal may read: what [`Tree::open_read_pipelined`] needs to open it.
+    readable: Option<(Entry, BlobRef, FolderId)>,
+}
+
+/// The pending probe entries of one tree (shared by its clones and handles), and its last probe.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     state: Mutex<State>,
+    memo: Mutex<Option<Memo>>,
 }
 
 impl Pending {
@@ -56,6 +83,18 @@ impl Pending {
         let arm = !s.armed;
         s.armed = true;
         (s.entries.len(), arm)
+    }
+
+    /// The last probe of `path`, if nothing has changed since (`epoch` = the data epoch now).
+    fn memo(&self, path: &str, epoch: u64) -> Option<Memo> {
+        let m = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+        m.as_ref()
+            .filter(|m| m.epoch == epoch && m.path == path)
+            .cloned()
+    }
+
+    fn remember(&self, memo: Option<Memo>) {
+        *self.memo.lock().unwrap_or_else(|p| p.into_inner()) = memo;
     }
 
     fn disarm_and_take(&self) -> Vec<NewEntry> {
@@ -101,14 +140,62 @@ impl Tree {
         let Some(pending) = self.probes.clone() else {
             return self.stat(path).await;
         };
-        let r = self
-            .resolve_read(path, |db, _, node| {
-                let (r, over) = stat_node(db, node);
-                (r.map(|(e, _)| e), over)
-            })
-            .await?;
-        let outcome = r.outcome();
-        let (res, matter, doc, object) = (r.res, r.matter, r.doc, object_of(path));
+        let epoch = self.portal.inner.store.data_epoch();
+        let (res, matter, doc, outcome) = match pending.memo(path, epoch) {
+            Some(m) => {
+                let res = match (&m.entry, &m.node) {
+                    (Some(e), _) => Ok(e.clone()),
+                    (None, Node::Missing(_, _, name)) => Err(Error::NotFound(name.clone())),
+                    (None, _) => Err(Error::NotFound(object_of(path))),
+                };
+                (res, m.node.matter(), m.node.document(), m.outcome)
+            }
+            None => {
+                let r = self
+                    .resolve_read(path, |db, _, node| {
+                        let keep = node.clone();
+                        let (r, over) = stat_node(db, node);
+                        let res = r.map(|(e, _)| e);
+                        let outcome = over.unwrap_or_else(|| Outcome::of(&res));
+                        // Clients probe a document before they download it: what the download
+                        // needs is read now, in the same transaction.
+                        let readable = match (&keep, &outcome) {
+                            (Node::Document(..), Outcome::Allowed) => {
+                                readable_document(db, keep.clone()).ok()
+                            }
+                            _ => None,
+                        };
+                        (Ok((res, outcome, keep, readable)), None)
+                    })
+                    .await?;
+                let (matter, doc) = (r.matter, r.doc);
+                match r.res {
+                    Ok((res, outcome, node, readable)) => {
+                        // Remembered: a found entry, or a name that is simply not there.
+                        let entry = match (&res, &node, &outcome) {
+                            (Ok(e), _, Outcome::Allowed) => Some(Some(e.clone())),
+                            (Err(Error::NotFound(_)), Node::Missing(..), _) => Some(None),
+                            _ => None,
+                        };
+                        pending.remember(entry.map(|entry| Memo {
+                            path: path.to_string(),
+                            epoch,
+                            node,
+                            entry,
+                            outcome: outcome.clone(),
+                            readable,
+                        }));
+                        (res, matter, doc, outcome)
+                    }
+                    Err(e) => {
+                        pending.remember(None);
+                        let outcome = Outcome::from_err(&e);
+                        (Err(e), matter, doc, outcome)
+                    }
+                }
+            }
+        };
+        let object = object_of(path);
         let (n, arm) = pending.push(NewEntry {
             actor: self.actor.clone(),
             matter,
@@ -137,6 +224,22 @@ impl Tree {
     /// front end whose session ends.
     pub async fn flush_probes(&self) -> Result<()> {
         commit_entries(&self.portal, self.take_probes()).await
+    }
+
+    /// The node the tree's last probe resolved at `path`, if nothing has changed since (see the
+    /// [module documentation](self)); `None` on trees that don't defer probes.
+    pub(crate) fn probed_node(&self, path: &str) -> Option<Node> {
+        let pending = self.probes.as_ref()?;
+        let epoch = self.portal.inner.store.data_epoch();
+        pending.memo(path, epoch).map(|m| m.node)
+    }
+
+    /// What opening the document at `path` for reading needs (entry, blob, folder), as the
+    /// tree's last probe found it, if that probe allowed reading it and nothing has changed since.
+    pub(crate) fn probed_readable(&self, path: &str) -> Option<(Entry, BlobRef, FolderId)> {
+        let pending = self.probes.as_ref()?;
+        let epoch = self.portal.inner.store.data_epoch();
+        pending.memo(path, epoch).and_then(|m| m.readable)
     }
 
     /// Entries of earlier probes to commit ahead of this operation's own (empty unless the tree

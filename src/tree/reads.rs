@@ -4,12 +4,21 @@
 //! one after the other. Nothing reaches the caller before both are done, so the audit entry still
 //! precedes the data, and a refused open never touches the blob. The handle keeps those first
 //! bytes and answers reads inside them (and at the end) without the blob store.
+//!
+//! [`Tree::open_read_pipelined`] goes one step further for protocols where opening and reading
+//! are separate requests (SFTP's `OPEN`, then `READ`): it answers as soon as the check is done
+//! and leaves the entry's commit and the blob's opening running; the handle's first read waits
+//! for both. The client's round trip between the two requests overlaps the commit, and still no
+//! byte of the document leaves before its `Read` entry is committed.
 
 use super::handles::{MAX_READ, ReadHandle};
-use super::{Tree, object_of, readable_document};
-use crate::audit::{AuditAction, Outcome};
+use super::{Entry, Tree, object_of, probes, readable_document};
+use crate::audit::{AuditAction, NewEntry, Outcome};
+use crate::blob::BlobRef;
+use crate::model::FolderId;
 use crate::{Error, Result};
 use bytes::Bytes;
+use tracing::Instrument;
 
 impl Tree {
     /// Opens a document for reading like [`Tree::open_read`] (same checks, one `Read` audit
@@ -22,19 +31,8 @@ impl Tree {
         prefetch: usize,
     ) -> Result<(ReadHandle, Bytes)> {
         let object = object_of(path);
-        let found = self
-            .resolve_read(path, |db, _, node| (readable_document(db, node), None))
-            .await?;
-        let (res, matter, doc) = (found.res, found.matter, found.doc);
-        let outcome = Outcome::of(&res);
-        let (entry, blob, folder) = match res {
-            Ok(v) => v,
-            Err(e) => {
-                self.audit(AuditAction::Read, object, matter, doc, outcome)
-                    .await?;
-                return Err(e);
-            }
-        };
+        let (entry, blob, folder) = self.readable_or_audit(path, None).await?;
+        let (matter, doc, outcome) = (entry.matter, entry.document, Outcome::Allowed);
         let blobs = self.portal.inner.blobs.clone();
         let m = entry.matter;
         let fetch = async move {
@@ -51,6 +49,87 @@ impl Tree {
         let handle =
             ReadHandle::new(self.clone(), entry, folder, reader).with_prefix(first.clone());
         Ok((handle, first))
+    }
+}
+
+impl Tree {
+    /// The document at `path` if the principal may read it (`known`: already found so, by a
+    /// probe with nothing changed since); a refusal is audited before it is returned.
+    async fn readable_or_audit(
+        &self,
+        path: &str,
+        known: Option<(Entry, BlobRef, FolderId)>,
+    ) -> Result<(Entry, BlobRef, FolderId)> {
+        if let Some(v) = known {
+            return Ok(v);
+        }
+        let found = self
+            .resolve_read(path, |db, _, node| (readable_document(db, node), None))
+            .await?;
+        match found.res {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let outcome = Outcome::from_err(&e);
+                self.audit(
+                    AuditAction::Read,
+                    object_of(path),
+                    found.matter,
+                    found.doc,
+                    outcome,
+                )
+                .await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens a document for reading with the same checks and `Read` entry as
+    /// [`Tree::open_read_prefetch`], but returns once the permission is checked: committing the
+    /// entry and opening the blob (with its first `prefetch` bytes) go on in the background, and
+    /// the handle's first [`ReadHandle::read_at`] waits for both (and returns their error, if
+    /// any). A refused open is audited before this returns, as always.
+    pub async fn open_read_pipelined(&self, path: &str, prefetch: usize) -> Result<ReadHandle> {
+        let object = object_of(path);
+        // Just probed, allowed, nothing changed since: no second read transaction.
+        let probed = self.probed_readable(path);
+        let (entry, blob, folder) = self.readable_or_audit(path, probed).await?;
+        let (matter, doc, outcome) = (entry.matter, entry.document, Outcome::Allowed);
+        let Some(m) = entry.matter else {
+            return Err(Error::NotFound(object));
+        };
+        // Earlier probes' entries are taken now, so they stay ahead of this one.
+        let mut entries = self.take_probes();
+        entries.push(NewEntry {
+            actor: self.actor.clone(),
+            matter,
+            document: doc,
+            object,
+            action: AuditAction::Read,
+            outcome,
+        });
+        let (portal, blobs, len) = (
+            self.portal.clone(),
+            self.portal.inner.blobs.clone(),
+            blob.len,
+        );
+        let opening = tokio::spawn(
+            async move {
+                let (audited, fetched) = tokio::join!(
+                    probes::commit_entries(&portal, entries),
+                    blobs.open_prefix(m, &blob, prefetch.min(MAX_READ))
+                );
+                audited?;
+                fetched
+            }
+            .in_current_span(),
+        );
+        Ok(ReadHandle::opening(
+            self.clone(),
+            entry,
+            folder,
+            len,
+            opening,
+        ))
     }
 }
 
@@ -266,5 +345,97 @@ mod tests {
         let r = reads(&portal, &staff).await;
         assert_eq!(r.len(), 3, "{r:?}");
         assert!(r.iter().all(|(_, x)| *x != Outcome::Allowed), "{r:?}");
+    }
+
+    /// A pipelined open answers while the writer is busy, but its first read returns nothing
+    /// until the `Read` entry is committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pipelined_open_answers_at_once_and_reads_wait_for_the_audit_entry() {
+        let (portal, alice, staff) = setup().await;
+        let t = portal.tree(alice);
+        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let store = portal.store().clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |_ctx| {
+                        let _ = held_rx.recv_timeout(std::time::Duration::from_secs(30));
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut h = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            t.open_read_pipelined("/1 M/Docs/a.txt", 65_536),
+        )
+        .await
+        .expect("the open waited for the writer")
+        .unwrap();
+        assert_eq!(h.len(), 12);
+        let read = tokio::spawn(async move {
+            let b = h.read_at(0, 100).await;
+            (h, b)
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(
+            !read.is_finished(),
+            "data before the audit entry was committed"
+        );
+        held_tx.send(()).unwrap();
+        holder.await.unwrap().unwrap();
+        let (mut h, b) = read.await.unwrap();
+        assert_eq!(&b.unwrap()[..], b"hello, world");
+        assert!(h.read_at(12, 100).await.unwrap().is_empty());
+        let r = reads(&portal, &staff).await;
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0].1, Outcome::Allowed);
+        // A refusal is audited before the call returns.
+        t.open_read_pipelined("/1 M/Internal/secret.txt", 10)
+            .await
+            .unwrap_err();
+        assert_eq!(reads(&portal, &staff).await.len(), 2);
+    }
+
+    /// A blob that can't be opened: the open was allowed and audited, every read says why.
+    #[tokio::test]
+    async fn a_pipelined_open_whose_blob_fails_fails_every_read() {
+        struct Broken(MemBlobStore);
+        #[async_trait]
+        impl BlobStore for Broken {
+            async fn stage(
+                &self,
+                m: MatterId,
+                base: Option<&BlobRef>,
+            ) -> Result<Box<dyn StagedBlob>> {
+                self.0.stage(m, base).await
+            }
+            async fn open(&self, _m: MatterId, _b: &BlobRef) -> Result<Box<dyn BlobReader>> {
+                Err(crate::Error::Integrity("blob damaged (test)".into()))
+            }
+            async fn remove(&self, m: MatterId, blob: &BlobRef) -> Result<()> {
+                self.0.remove(m, blob).await
+            }
+            async fn retain(&self, live: &HashSet<BlobId>) -> Result<u64> {
+                self.0.retain(live).await
+            }
+            async fn purge_matter(&self, m: MatterId) -> Result<()> {
+                self.0.purge_matter(m).await
+            }
+        }
+        let portal = PortalBuilder::memory()
+            .blob_store(Arc::new(Broken(MemBlobStore::default())))
+            .open()
+            .await
+            .unwrap();
+        let (portal, alice, staff, _) = setup_on(portal).await;
+        let t = portal.tree(alice);
+        let mut h = t.open_read_pipelined("/1 M/Docs/a.txt", 100).await.unwrap();
+        let e = h.read_at(0, 10).await.unwrap_err();
+        assert!(matches!(e, crate::Error::Integrity(_)), "{e}");
+        let e = h.read_at(0, 10).await.unwrap_err();
+        assert!(e.to_string().contains("blob damaged"), "{e}");
+        assert_eq!(reads(&portal, &staff).await.len(), 1);
     }
 }
