@@ -397,6 +397,15 @@ async fn stat_probes_are_audited_in_the_commit_of_the_next_operation() {
     assert!(found, "the lone probe was never audited");
 }
 
+async fn staff_put(staff: &sdx_portal::tree::Tree, path: &str, data: &[u8]) {
+    let mut up = staff
+        .open_write(path, sdx_portal::tree::WriteOptions::upload())
+        .await
+        .unwrap();
+    up.write(data).await.unwrap();
+    up.commit().await.unwrap();
+}
+
 /// A session remembers what its last probe found only while nothing has changed: a document
 /// uploaded, a grant revoked in between is seen by the next probe and by the next open.
 #[tokio::test]
@@ -409,30 +418,15 @@ async fn a_remembered_probe_never_outlives_a_change() {
     // Missing, then created by someone else: the next probe (same path) sees it.
     let e = s.lstat(1, path.clone()).await.unwrap_err();
     assert_eq!(e.status_code, StatusCode::NoSuchFile);
-    let mut up = staff
-        .open_write(&path, sdx_portal::tree::WriteOptions::upload())
-        .await
-        .unwrap();
-    up.write(b"twelve bytes").await.unwrap();
-    up.commit().await.unwrap();
+    staff_put(&staff, &path, b"twelve bytes").await;
     let a = s.stat(2, path.clone()).await.unwrap();
     assert_eq!(a.attrs.size, Some(12));
 
     // Found, then changed by someone else: the next probe shows the new size.
-    let mut up = staff
-        .open_write(&path, sdx_portal::tree::WriteOptions::upload())
-        .await
-        .unwrap();
-    up.write(b"five!").await.unwrap();
-    up.commit().await.unwrap();
+    staff_put(&staff, &path, b"five!").await;
     assert_eq!(s.stat(3, path.clone()).await.unwrap().attrs.size, Some(5));
     // Probed (which also prepares the open), then changed: the download gets the new content.
-    let mut up = staff
-        .open_write(&path, sdx_portal::tree::WriteOptions::upload())
-        .await
-        .unwrap();
-    up.write(b"changed again").await.unwrap();
-    up.commit().await.unwrap();
+    staff_put(&staff, &path, b"changed again").await;
     assert_eq!(content(&mut s, &path).await, b"changed again");
     s.lstat(31, path.clone()).await.unwrap();
     s.stat(32, path.clone()).await.unwrap();

@@ -230,6 +230,14 @@ fn need_replace<T: Tx + ?Sized>(
     }
 }
 
+/// [`Tree::open_write`] at a missing name: Create on its folder; the matter to stage in, no base.
+fn create_at(
+    acc: &MatterAccess,
+    parent: &Option<FolderNode>,
+) -> Result<(MatterId, Option<BlobRef>)> {
+    need_at(parent, acc, Permission::Create).map(|_| (acc.matter, None))
+}
+
 fn need_at(parent: &Option<FolderNode>, acc: &MatterAccess, p: Permission) -> Result<()> {
     match parent {
         Some(f) => need(f, p),
@@ -836,22 +844,16 @@ impl Tree {
     pub async fn open_write(&self, path: &str, opts: WriteOptions) -> Result<Upload> {
         let action_guess = AuditAction::Create;
         let pp = self.parse_or_audit(&action_guess, path).await?;
-        let p = self.actor.principal;
-        let pp2 = pp.clone();
         // A name the session's last probe found missing, with nothing changed since: Create
         // on its folder decides, without a second read transaction.
-        let probed = match self.probed_node(path) {
-            Some(Node::Missing(a, parent, _)) => Some((
+        let decided = match self.probed_node(path) {
+            Some(Node::Missing(a, parent, _)) => (
                 AuditAction::Create,
                 Some(a.matter),
                 None,
-                need_at(&parent, &a, Permission::Create).map(|_| (a.matter, None)),
-            )),
-            _ => None,
-        };
-        let decided = match probed {
-            Some(d) => d,
-            None => self.decide_write(p, pp2, opts).await?,
+                create_at(&a, &parent),
+            ),
+            _ => self.decide_write(pp.clone(), opts).await?,
         };
         let (action, matter, doc, res) = decided;
         match res {
@@ -869,17 +871,13 @@ impl Tree {
 
     /// [`Tree::open_write`]'s check in a read transaction: the action to audit, the matter and
     /// document, and the matter and base to stage from (or why not).
-    async fn decide_write(
-        &self,
-        p: Principal,
-        pp2: PortalPath,
-        opts: WriteOptions,
-    ) -> Result<WriteDecision> {
+    async fn decide_write(&self, pp: PortalPath, opts: WriteOptions) -> Result<WriteDecision> {
+        let p = self.actor.principal;
         self.portal
             .inner
             .store
             .read(move |db| {
-                let node = match resolve(db, p, &pp2) {
+                let node = match resolve(db, p, &pp) {
                     Ok(n) => n,
                     Err(e) => return Ok((AuditAction::Create, None, None, Err(e))),
                 };
@@ -907,10 +905,7 @@ impl Tree {
                             )
                         }
                     }
-                    Node::Missing(a, parent, _) => (
-                        AuditAction::Create,
-                        need_at(&parent, &a, Permission::Create).map(|_| (a.matter, None)),
-                    ),
+                    Node::Missing(a, parent, _) => (AuditAction::Create, create_at(&a, &parent)),
                     _ => (
                         AuditAction::Create,
                         Err(Error::Conflict("that is a folder".into())),
