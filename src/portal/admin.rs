@@ -984,6 +984,8 @@ impl Portal {
 
     /// Checks the audit trail's hash chain (staff only).
     pub async fn audit_verify(&self, actor: &Actor) -> Result<crate::audit::VerifyReport> {
+        // Entries of reads still queued (batched durability) are part of the trail already.
+        self.inner.store.settle().await?;
         self.admin_read(actor, "audit_verify", None, String::new(), |db| {
             crate::audit::verify(db)
         })
@@ -997,6 +999,8 @@ impl Portal {
         filter: crate::audit::AuditFilter,
     ) -> Result<Vec<crate::audit::AuditEntry>> {
         let matter = filter.matter;
+        // Entries of reads still queued (batched durability) are part of the trail already.
+        self.inner.store.settle().await?;
         self.admin_read(actor, "audit_query", matter, String::new(), move |db| {
             crate::audit::query(db, &filter)
         })

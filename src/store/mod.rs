@@ -15,6 +15,11 @@
 //!   down. Blob files registered in the [`SyncQueue`] are fdatasynced (and their directories
 //!   fsynced) before that durable commit, so a durable commit never names a blob that is not on
 //!   disk.
+//! - **deferred entries** ([`Store::write_deferred`]): in batched mode only, a job that writes
+//!   nothing but an access record (a read's audit entry) is queued without waking the writer
+//!   and without waiting: it runs at the head of the next batch, and at the latest
+//!   [`DEFER_WINDOW`] after it was queued. Its place in the trail is still before anything the
+//!   same caller does next. With `Immediate` it is an ordinary [`Store::write`].
 //! - reads run on tokio's blocking pool in their own MVCC read transactions ([`Store::read`]).
 //!
 //! What it must never do: decide access. It stores; [`crate::policy`] decides.
@@ -48,6 +53,13 @@ const MAX_BATCH: usize = 512;
 /// Default [`Durability::Batched`] flush interval.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Longest time a deferred job ([`Store::write_deferred`]) waits for the next batch before the
+/// writer commits it on its own.
+pub const DEFER_WINDOW: Duration = Duration::from_millis(10);
+
+/// Deferred jobs queued beyond this make the next caller wait for a commit (bounds memory).
+const MAX_DEFERRED: usize = 4096;
+
 /// Blob files waiting for their sync above which a new one is synced at once (bounds memory).
 const MAX_PENDING_FILES: usize = 65_536;
 
@@ -69,8 +81,10 @@ const SYNCFS_FROM_FILES: usize = 16;
 ///   store makes at most `flush_interval` after the first non-durable commit (with or without
 ///   further traffic), on [`Store::sync`], and when the store is dropped or the server shuts down
 ///   cleanly. Uploaded blob files are synced (fdatasync, then their directory) just before that
-///   durable commit, never after it. **What a crash can lose:** the operations acknowledged in
-///   the last `flush_interval` (plus the time one flush takes), together with their audit
+///   durable commit, never after it. Read operations' audit entries are not even waited for
+///   ([`Store::write_deferred`]): they are committed with the next batch, at most
+///   [`DEFER_WINDOW`] later. **What a crash can lose:** the operations acknowledged in
+///   the last `flush_interval` (plus the time one flush takes and [`DEFER_WINDOW`]), together with their audit
 ///   entries; the database then opens at the last durable commit, which is consistent (every
 ///   document whole, old or new version; the audit chain verifies; no reference to a missing or
 ///   partial blob). Uploads still go through a temporary file and a rename, so no document is
@@ -706,7 +720,8 @@ type JobFn = Box<dyn FnMut(&mut WriteCtx<'_>) -> JobResult + Send>;
 
 struct Job {
     run: JobFn,
-    reply: tokio::sync::oneshot::Sender<JobResult>,
+    /// `None` for a deferred job: nobody waits for it.
+    reply: Option<tokio::sync::oneshot::Sender<JobResult>>,
     /// Make everything committed before durable first (see [`Store::write_after_sync`]).
     flush_first: bool,
 }
@@ -715,7 +730,12 @@ enum Msg {
     Job(Job),
     /// Reply once everything committed so far is durable.
     Sync(SyncReply),
+    /// The deferred queue was empty and has a job now: commit it within [`DEFER_WINDOW`].
+    Deferred,
 }
+
+/// Jobs queued by [`Store::write_deferred`], taken by the writer at the head of its next batch.
+type DeferredQueue = Arc<Mutex<Vec<JobFn>>>;
 
 type SyncReply = tokio::sync::oneshot::Sender<Result<()>>;
 
@@ -730,6 +750,7 @@ pub struct Store {
     // Declared before `_writer`: the last handle's sender goes first, so the writer sees the
     // channel close, flushes and ends, and `_writer`'s drop then waits for that.
     jobs: std_mpsc::SyncSender<Msg>,
+    deferred: DeferredQueue,
     stats: Arc<WriterStats>,
     durability: Durability,
     _writer: Arc<WriterThread>,
@@ -816,7 +837,10 @@ impl Store {
         let (tx, rx) = std_mpsc::sync_channel::<Msg>(4096);
         let stats = Arc::new(WriterStats::default());
         let durability = opts.durability;
+        let deferred = DeferredQueue::default();
         let writer = Writer {
+            deferred: deferred.clone(),
+            deferred_due: None,
             db: db.clone(),
             sealer: sealer.clone(),
             state,
@@ -834,6 +858,7 @@ impl Store {
             db,
             sealer,
             jobs: tx,
+            deferred,
             stats,
             durability,
             _writer: Arc::new(WriterThread(Mutex::new(Some(handle)))),
@@ -950,7 +975,72 @@ impl Store {
         self.write_job(f, self.durability.is_batched()).await
     }
 
-    async fn write_job<R, F>(&self, mut f: F, flush_first: bool) -> Result<R>
+    /// Hands the writer `f`, a job that writes only an access record (a read's audit entry):
+    /// jobs the caller sends after this returns are committed after it. What the returned
+    /// [`Committed`] waits for depends on the durability:
+    ///
+    /// - [`Durability::Immediate`]: `f`'s durable commit, as with [`Store::write`].
+    /// - [`Durability::Batched`]: nothing. `f` is queued without waking the writer; it runs at the
+    ///   head of the writer's next batch, or on its own at most [`DEFER_WINDOW`] after it was
+    ///   queued. Readers see it once that batch is committed ([`Store::settle`] waits for it); a
+    ///   crash can lose it as it can lose any batched commit, and a job that fails then is logged
+    ///   and dropped.
+    pub async fn write_deferred<F>(&self, mut f: F) -> Result<Committed<()>>
+    where
+        F: FnMut(&mut WriteCtx<'_>) -> Result<()> + Send + 'static,
+    {
+        if !self.durability.is_batched() {
+            return self.send_job(f, false).await;
+        }
+        let full = self
+            .deferred
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+            >= MAX_DEFERRED;
+        if full {
+            // The writer is behind: wait for a commit like any other job (the queue goes first).
+            self.write(f).await?;
+            return Ok(Committed::nothing());
+        }
+        let was_empty = {
+            let mut q = self.deferred.lock().unwrap_or_else(PoisonError::into_inner);
+            let was_empty = q.is_empty();
+            q.push(Box::new(move |ctx| {
+                f(ctx).map(|()| Box::new(()) as Box<dyn Any + Send>)
+            }));
+            was_empty
+        };
+        if was_empty {
+            self.send(Msg::Deferred).await?;
+        }
+        Ok(Committed::nothing())
+    }
+
+    /// Returns once every job queued by [`Store::write_deferred`] before the call is committed
+    /// (visible to readers). At once when none is waiting.
+    pub async fn settle(&self) -> Result<()> {
+        let waiting = !self
+            .deferred
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty();
+        if waiting {
+            self.write(|_| Ok(())).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_job<R, F>(&self, f: F, flush_first: bool) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnMut(&mut WriteCtx<'_>) -> Result<R> + Send + 'static,
+    {
+        self.send_job(f, flush_first).await?.wait().await
+    }
+
+    /// Hands `f` to the writer; jobs sent after this returns are committed after it.
+    async fn send_job<R, F>(&self, mut f: F, flush_first: bool) -> Result<Committed<R>>
     where
         R: Send + 'static,
         F: FnMut(&mut WriteCtx<'_>) -> Result<R> + Send + 'static,
@@ -958,14 +1048,58 @@ impl Store {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let job = Job {
             run: Box::new(move |ctx| f(ctx).map(|r| Box::new(r) as Box<dyn Any + Send>)),
-            reply,
+            reply: Some(reply),
             flush_first,
         };
         self.send(Msg::Job(job)).await?;
+        Ok(Committed {
+            rx: Some(rx),
+            _r: std::marker::PhantomData,
+        })
+    }
+}
+
+/// A job handed to the writer ([`Store::write_deferred`]): its place among the writer's jobs is
+/// fixed; [`Committed::wait`] returns its result once it is committed.
+#[must_use = "the job's failure is only seen through wait()"]
+pub struct Committed<R> {
+    /// `None`: nothing to wait for (a deferred job in batched mode).
+    rx: Option<tokio::sync::oneshot::Receiver<JobResult>>,
+    _r: std::marker::PhantomData<fn() -> R>,
+}
+
+impl Committed<()> {
+    /// Nothing to wait for.
+    pub(crate) fn nothing() -> Self {
+        Committed {
+            rx: None,
+            _r: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<R: Send + 'static> Committed<R> {
+    /// The job's result once it is committed (see [`Store::write_deferred`] for deferred jobs).
+    pub async fn wait(self) -> Result<R> {
+        let Some(rx) = self.rx else {
+            let unit: Box<dyn Any> = Box::new(());
+            return unit
+                .downcast::<R>()
+                .map(|b| *b)
+                .map_err(|_| Error::Storage("a deferred job has no result".into()));
+        };
         let any = rx.await.map_err(|_| Error::ShuttingDown)??;
         any.downcast::<R>()
             .map(|b| *b)
             .map_err(|_| Error::Storage("writer returned an unexpected type".into()))
+    }
+}
+
+impl<R> std::fmt::Debug for Committed<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committed")
+            .field("waiting", &self.rx.is_some())
+            .finish()
     }
 }
 
@@ -1017,6 +1151,10 @@ struct Writer {
     dirty_since: Option<Instant>,
     /// Set after a storage failure left the database unusable, until it is reopened.
     broken: Option<Broken>,
+    /// Jobs of [`Store::write_deferred`].
+    deferred: DeferredQueue,
+    /// When the deferred jobs must be committed at the latest.
+    deferred_due: Option<Instant>,
 }
 
 /// The database failed (e.g. the disk is full) and must be reopened.
@@ -1065,17 +1203,25 @@ impl Writer {
                 }
                 _ => None,
             };
-            let wake_at = match (flush_at, self.broken.as_ref().map(|b| b.next_try)) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wake_at = [
+                flush_at,
+                self.broken.as_ref().map(|b| b.next_try),
+                self.deferred_due,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let first = match wake_at {
                 Some(at) => {
                     let wait = at.saturating_duration_since(Instant::now());
                     match rx.recv_timeout(wait) {
                         Ok(m) => m,
                         Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                            if self.broken.is_none() {
+                            let now = Instant::now();
+                            if self.deferred_due.is_some_and(|d| d <= now) {
+                                self.commit_jobs(Vec::new());
+                            }
+                            if self.broken.is_none() && flush_at.is_some_and(|f| f <= now) {
                                 let _ = self.flush();
                             }
                             continue;
@@ -1090,12 +1236,12 @@ impl Writer {
             };
             let mut jobs = Vec::new();
             let mut syncs = Vec::new();
-            fn take(m: Msg, jobs: &mut Vec<Job>, syncs: &mut Vec<SyncReply>) {
-                match m {
-                    Msg::Job(j) => jobs.push(j),
-                    Msg::Sync(r) => syncs.push(r),
-                }
-            }
+            let mut deferred = false;
+            let mut take = |m: Msg, jobs: &mut Vec<Job>, syncs: &mut Vec<SyncReply>| match m {
+                Msg::Job(j) => jobs.push(j),
+                Msg::Sync(r) => syncs.push(r),
+                Msg::Deferred => deferred = true,
+            };
             take(first, &mut jobs, &mut syncs);
             while jobs.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -1110,7 +1256,9 @@ impl Writer {
                         self.commit_jobs(std::mem::take(&mut group));
                     }
                     if let Err(e) = self.flush() {
-                        let _ = j.reply.send(Err(e));
+                        if let Some(reply) = j.reply {
+                            let _ = reply.send(Err(e));
+                        }
                         continue;
                     }
                 }
@@ -1118,6 +1266,13 @@ impl Writer {
             }
             if !group.is_empty() {
                 self.commit_jobs(group);
+            }
+            if deferred && self.deferred_due.is_none() && self.deferred_waiting() {
+                self.deferred_due = Some(Instant::now() + DEFER_WINDOW);
+            }
+            if self.deferred_due.is_some_and(|d| d <= Instant::now()) {
+                // Under steady traffic of other messages the timeout above never fires.
+                self.commit_jobs(Vec::new());
             }
             if let Some(since) = self.dirty_since
                 && let Durability::Batched { flush_interval } = self.opts.durability
@@ -1140,8 +1295,21 @@ impl Writer {
         tracing::debug!("store writer stopped");
     }
 
+    /// Whether [`Store::write_deferred`] jobs are queued.
+    fn deferred_waiting(&self) -> bool {
+        !self
+            .deferred
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
     /// Makes every commit so far durable: syncs the queued blob files, then commits durably.
+    /// Deferred jobs are committed first.
     fn flush(&mut self) -> Result<()> {
+        if self.deferred_waiting() {
+            self.commit_jobs(Vec::new());
+        }
         if let Some(b) = &self.broken {
             return Err(Error::Storage(b.why.clone()));
         }
@@ -1275,18 +1443,35 @@ impl Writer {
         }
     }
 
+    /// Commits the deferred jobs (first, in the order they were queued) and `batch` in one
+    /// transaction, then answers `batch`'s jobs.
     fn commit_jobs(&mut self, batch: Vec<Job>) {
+        let deferred =
+            std::mem::take(&mut *self.deferred.lock().unwrap_or_else(PoisonError::into_inner));
+        self.deferred_due = None;
+        let jobs: Vec<Job> = deferred
+            .into_iter()
+            .map(|run| Job {
+                run,
+                reply: None,
+                flush_first: false,
+            })
+            .chain(batch)
+            .collect();
+        if jobs.is_empty() {
+            return;
+        }
         if let Some(b) = &self.broken {
             let why = b.why.clone();
-            for j in batch {
-                let _ = j.reply.send(Err(Error::Storage(why.clone())));
+            for j in jobs {
+                answer(j.reply, Err(Error::Storage(why.clone())));
             }
             return;
         }
         let durable = !self.opts.durability.is_batched();
-        let mut runs: Vec<JobFn> = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
-        for j in batch {
+        let mut runs: Vec<JobFn> = Vec::with_capacity(jobs.len());
+        let mut replies = Vec::with_capacity(jobs.len());
+        for j in jobs {
             runs.push(j.run);
             replies.push(j.reply);
         }
@@ -1299,7 +1484,7 @@ impl Writer {
             Err(e) => {
                 let e = Error::from(e);
                 for reply in replies {
-                    let _ = reply.send(Err(storage_failure(&e)));
+                    answer(reply, Err(storage_failure(&e)));
                 }
                 return;
             }
@@ -1309,7 +1494,7 @@ impl Writer {
                 self.committed(n, data);
                 (self.on_commit)(events, changed);
                 for (reply, r) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(r));
+                    answer(reply, Ok(r));
                 }
             }
             Err(e) => {
@@ -1326,14 +1511,14 @@ impl Writer {
                     let mut first = Some(e);
                     for reply in replies {
                         let err = first.take().unwrap_or_else(|| Error::Storage(text.clone()));
-                        let _ = reply.send(Err(err));
+                        answer(reply, Err(err));
                     }
                     return;
                 }
                 // One job failed: re-run each alone so the others still commit.
                 for (mut run, reply) in runs.into_iter().zip(replies) {
                     if let Some(b) = &self.broken {
-                        let _ = reply.send(Err(Error::Storage(b.why.clone())));
+                        answer(reply, Err(Error::Storage(b.why.clone())));
                         continue;
                     }
                     let r = match self.db.get() {
@@ -1351,7 +1536,7 @@ impl Writer {
                             self.committed(1, data);
                             (self.on_commit)(events, changed);
                             if let Some(v) = results.pop() {
-                                let _ = reply.send(Ok(v));
+                                answer(reply, Ok(v));
                             }
                         }
                         Err(e) => {
@@ -1361,7 +1546,7 @@ impl Writer {
                             } else {
                                 e
                             };
-                            let _ = reply.send(Err(e));
+                            answer(reply, Err(e));
                         }
                     }
                 }
@@ -1378,6 +1563,20 @@ impl Writer {
         self.stats.jobs.fetch_add(jobs as u64, Relaxed);
         if self.opts.durability.is_batched() && self.dirty_since.is_none() {
             self.dirty_since = Some(Instant::now());
+        }
+    }
+}
+
+/// Answers a job; a deferred one (no reply) that failed is logged.
+fn answer(reply: Option<tokio::sync::oneshot::Sender<JobResult>>, r: JobResult) {
+    match reply {
+        Some(reply) => {
+            let _ = reply.send(r);
+        }
+        None => {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "a deferred audit entry could not be written");
+            }
         }
     }
 }
@@ -1657,6 +1856,145 @@ mod tests {
         // Nothing new: sync does not commit again.
         s.sync().await.unwrap();
         assert_eq!(s.flushes(), 1);
+    }
+
+    /// A write job run in a task of its own (it may wait behind a held writer).
+    fn spawn_write<R, F>(s: &Store, f: F) -> tokio::task::JoinHandle<Result<R>>
+    where
+        R: Send + 'static,
+        F: FnMut(&mut WriteCtx<'_>) -> Result<R> + Send + 'static,
+    {
+        let s = s.clone();
+        tokio::spawn(async move { s.write(f).await })
+    }
+
+    /// Queues a deferred put of `key` (returns at once in batched mode).
+    async fn defer_put(s: &Store, key: &'static [u8]) {
+        s.write_deferred(move |ctx| ctx.put_raw(tables::META, key, b"v"))
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+    }
+
+    async fn has(s: &Store, key: &'static [u8]) -> bool {
+        s.read(move |db| Ok(db.tx.get_raw(tables::META, key)?.is_some()))
+            .await
+            .unwrap()
+    }
+
+    /// Holds the writer inside a job until the returned sender is dropped.
+    async fn hold_writer(s: &Store) -> std::sync::mpsc::Sender<()> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (entered_tx, entered) = tokio::sync::oneshot::channel::<()>();
+        let mut entered_tx = Some(entered_tx);
+        let s2 = s.clone();
+        tokio::spawn(async move {
+            s2.write(move |_| {
+                if let Some(t) = entered_tx.take() {
+                    let _ = t.send(());
+                }
+                let _ = held.recv_timeout(std::time::Duration::from_secs(30));
+                Ok(())
+            })
+            .await
+        });
+        entered.await.unwrap();
+        release
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deferred_job_returns_at_once_and_commits_before_the_callers_next_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = start_batched(&dir.path().join("d.redb"), 60_000, SyncQueue::default());
+        let release = hold_writer(&s).await;
+        // The writer is busy: a deferred job still returns at once…
+        tokio::time::timeout(std::time::Duration::from_secs(5), defer_put(&s, b"d1"))
+            .await
+            .expect("write_deferred waited for the writer");
+        // …and the caller's next job, queued behind the held one, finds it already written.
+        let next = spawn_write(&s, |ctx| {
+            Ok(ctx.db().tx.get_raw(tables::META, b"d1")?.is_some())
+        });
+        assert!(!has(&s, b"d1").await, "visible before any commit");
+        drop(release);
+        assert!(
+            next.await.unwrap().unwrap(),
+            "the deferred job ran after a later one"
+        );
+        assert!(has(&s, b"d1").await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deferred_jobs_commit_on_their_own_within_the_window_and_settle_waits_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = start_batched(&dir.path().join("d.redb"), 60_000, SyncQueue::default());
+        let commits = |s: &Store| s.stats().0;
+        let before = commits(&s);
+        for k in [b"a1".as_slice(), b"a2", b"a3"] {
+            defer_put(&s, k).await;
+        }
+        // No other traffic: one commit for all three, within the window (generously bounded).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !has(&s, b"a3").await {
+            assert!(std::time::Instant::now() < deadline, "never committed");
+            tokio::time::sleep(DEFER_WINDOW).await;
+        }
+        assert!(has(&s, b"a1").await && has(&s, b"a2").await);
+        assert_eq!(
+            commits(&s) - before,
+            1,
+            "the three deferred jobs shared one commit"
+        );
+        // settle(): returns once what was queued before it is visible.
+        let release = hold_writer(&s).await;
+        defer_put(&s, b"b1").await;
+        let s2 = s.clone();
+        let settled = tokio::spawn(async move { s2.settle().await });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!settled.is_finished(), "settle returned before the commit");
+        drop(release);
+        settled.await.unwrap().unwrap();
+        assert!(has(&s, b"b1").await);
+        // A sync makes deferred jobs durable too.
+        defer_put(&s, b"c1").await;
+        s.sync().await.unwrap();
+        assert!(crash_image_has(&dir.path().join("d.redb"), b"c1"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_deferred_job_is_dropped_and_the_rest_of_its_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = start_batched(&dir.path().join("d.redb"), 60_000, SyncQueue::default());
+        let release = hold_writer(&s).await;
+        defer_put(&s, b"ok1").await;
+        s.write_deferred(|ctx| {
+            ctx.put_raw(tables::META, b"bad", b"v")?;
+            Err(Error::Storage("refused by the test".into()))
+        })
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+        let next = spawn_write(&s, |ctx| ctx.put_raw(tables::META, b"ok2", b"v"));
+        drop(release);
+        next.await.unwrap().unwrap();
+        assert!(has(&s, b"ok1").await && has(&s, b"ok2").await);
+        assert!(
+            !has(&s, b"bad").await,
+            "a failed job's writes were committed"
+        );
+    }
+
+    #[tokio::test]
+    async fn with_immediate_durability_a_deferred_job_is_durable_when_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.redb");
+        let s = start(&path);
+        defer_put(&s, b"i1").await;
+        assert!(crash_image_has(&path, b"i1"));
     }
 
     #[tokio::test]

@@ -673,9 +673,6 @@ impl Tree {
             outcome,
         };
         let mut entries = self.take_probes();
-        if entries.is_empty() {
-            return self.portal.audit(e).await;
-        }
         entries.push(e);
         probes::commit_entries(&self.portal, entries).await
     }

@@ -12,6 +12,9 @@
 //! own at the latest [`FLUSH_AFTER`] after the first one was taken, or once [`MAX_PENDING`] are
 //! waiting. So every probe is still checked and recorded; only its entry's commit is shared. The
 //! entry's time is its commit time (at most [`FLUSH_AFTER`] after the probe).
+//! With batched durability the entries, once taken, go through the store's deferred queue
+//! ([`crate::store::Store::write_deferred`]) like every read's entry; holding them here still
+//! saves waking the writer for a probe that an upload's commit follows anyway.
 //!
 //! Such a tree also remembers what its last probe found (the resolved node and the answer) with
 //! the store's [`data_epoch`](crate::store::Store::data_epoch) read before the probe's read
@@ -28,6 +31,7 @@ use super::{Entry, Tree, object_of, readable_document, stat_node};
 use crate::audit::{self, AuditAction, NewEntry, Outcome};
 use crate::blob::BlobRef;
 use crate::model::FolderId;
+use crate::store::Committed;
 use crate::{Error, Portal, Result};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -107,15 +111,26 @@ impl Pending {
     }
 }
 
-/// Commits `entries` (in order) in one write job; returns once durable.
+/// Commits `entries` (in order) in one write job: returns once it is durable with immediate
+/// durability; with batched durability once it is queued (see [`send_entries`]).
 pub(crate) async fn commit_entries(portal: &Portal, entries: Vec<NewEntry>) -> Result<()> {
+    send_entries(portal, entries).await?.wait().await
+}
+
+/// Hands `entries` (in order) to the store's writer as one job ([`Store::write_deferred`]):
+/// whatever the caller writes after this returns lands after them in the trail. The returned
+/// [`Committed`] waits for their durable commit with immediate durability, for nothing with
+/// batched durability (they are committed with the writer's next batch).
+///
+/// [`Store::write_deferred`]: crate::store::Store::write_deferred
+pub(crate) async fn send_entries(portal: &Portal, entries: Vec<NewEntry>) -> Result<Committed<()>> {
     if entries.is_empty() {
-        return Ok(());
+        return Ok(Committed::nothing());
     }
     portal
         .inner
         .store
-        .write(move |ctx| {
+        .write_deferred(move |ctx| {
             for e in &entries {
                 audit::append(ctx, e.clone())?;
             }
@@ -195,15 +210,15 @@ impl Tree {
                 }
             }
         };
-        let object = object_of(path);
-        let (n, arm) = pending.push(NewEntry {
+        let entry = NewEntry {
             actor: self.actor.clone(),
             matter,
             document: doc,
-            object,
+            object: object_of(path),
             action: AuditAction::Stat,
             outcome,
-        });
+        };
+        let (n, arm) = pending.push(entry);
         if n >= MAX_PENDING {
             commit_entries(&self.portal, pending.take()).await?;
         } else if arm {

@@ -10,6 +10,11 @@
 //! and leaves the entry's commit and the blob's opening running; the handle's first read waits
 //! for both. The client's round trip between the two requests overlaps the commit, and still no
 //! byte of the document leaves before its `Read` entry is committed.
+//!
+//! With batched durability "committed" means handed to the writer in order
+//! ([`crate::store::Store::write_deferred`]): the entry is committed with the writer's next
+//! batch, ahead of anything the session does next, and the read does not wait for it — the
+//! same crash window every batched commit has.
 
 use super::handles::{MAX_READ, ReadHandle};
 use super::{Entry, Tree, object_of, probes, readable_document};
@@ -112,10 +117,12 @@ impl Tree {
             self.portal.inner.blobs.clone(),
             blob.len,
         );
+        // Handed to the writer now, so that nothing this tree does next lands before them.
+        let audited = probes::send_entries(&portal, entries).await?;
         let opening = tokio::spawn(
             async move {
                 let (audited, fetched) = tokio::join!(
-                    probes::commit_entries(&portal, entries),
+                    audited.wait(),
                     blobs.open_prefix(m, &blob, prefetch.min(MAX_READ))
                 );
                 audited?;
@@ -345,6 +352,48 @@ mod tests {
         let r = reads(&portal, &staff).await;
         assert_eq!(r.len(), 3, "{r:?}");
         assert!(r.iter().all(|(_, x)| *x != Outcome::Allowed), "{r:?}");
+    }
+
+    /// Batched durability: a read's entry is queued, not waited for, yet staff see it at once and
+    /// in its place before what the reader does next.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_batched_durability_read_entries_are_queued_and_still_in_order() {
+        let portal = PortalBuilder::memory()
+            .durability(crate::store::Durability::batched())
+            .open()
+            .await
+            .unwrap();
+        let (portal, alice, staff, _) = setup_on(portal).await;
+        // A tree that defers its probes (SFTP): with batched durability the store queues them.
+        let t = portal.tree(alice.clone()).with_deferred_probes();
+        let (commits, _) = portal.store().stats();
+        t.stat_probe("/1 M/Docs/a.txt").await.unwrap();
+        let (_h, first) = t.open_read_prefetch("/1 M/Docs/a.txt", 5).await.unwrap();
+        assert_eq!(first.as_ref(), b"hello");
+        let _ = t.open_read_pipelined("/1 M/Docs/a.txt", 5).await.unwrap();
+        // Nothing waited for a commit of its own.
+        assert_eq!(portal.store().stats().0, commits);
+        // The reader's next write lands after both reads; staff queries see all three.
+        t.delete("/1 M/Docs/a.txt").await.unwrap();
+        let trail: Vec<AuditAction> = portal
+            .audit_query(&staff, AuditFilter::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.actor == alice.principal)
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(
+            trail[..4],
+            [
+                AuditAction::Delete,
+                AuditAction::Read,
+                AuditAction::Read,
+                AuditAction::Stat
+            ],
+            "{trail:?}"
+        );
+        assert!(portal.audit_verify(&staff).await.unwrap().ok());
     }
 
     /// A pipelined open answers while the writer is busy, but its first read returns nothing
