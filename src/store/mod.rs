@@ -16,7 +16,7 @@
 //!   fsynced) before that durable commit, so a durable commit never names a blob that is not on
 //!   disk.
 //! - **deferred entries** ([`Store::write_deferred`]): in batched mode only, a job that writes
-//!   nothing but an access record (a read's audit entry) is queued without waking the writer
+//!   nothing but an access record (the audit entry of a read, a refusal or an abandoned upload) is queued without waking the writer
 //!   and without waiting: it runs at the head of the next batch, and at the latest
 //!   [`DEFER_WINDOW`] after it was queued. Its place in the trail is still before anything the
 //!   same caller does next. With `Immediate` it is an ordinary [`Store::write`].
@@ -735,7 +735,33 @@ enum Msg {
 }
 
 /// Jobs queued by [`Store::write_deferred`], taken by the writer at the head of its next batch.
-type DeferredQueue = Arc<Mutex<Vec<JobFn>>>;
+#[derive(Clone, Default)]
+struct DeferredQueue(Arc<Mutex<Vec<JobFn>>>);
+
+impl DeferredQueue {
+    fn jobs(&self) -> std::sync::MutexGuard<'_, Vec<JobFn>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `job` and says whether the queue was empty; hands `job` back when
+    /// [`MAX_DEFERRED`] are already waiting.
+    fn push(&self, job: JobFn) -> std::result::Result<bool, JobFn> {
+        let mut q = self.jobs();
+        if q.len() >= MAX_DEFERRED {
+            return Err(job);
+        }
+        q.push(job);
+        Ok(q.len() == 1)
+    }
+
+    fn is_waiting(&self) -> bool {
+        !self.jobs().is_empty()
+    }
+
+    fn take(&self) -> Vec<JobFn> {
+        std::mem::take(&mut *self.jobs())
+    }
+}
 
 type SyncReply = tokio::sync::oneshot::Sender<Result<()>>;
 
@@ -992,27 +1018,14 @@ impl Store {
         if !self.durability.is_batched() {
             return self.send_job(f, false).await;
         }
-        let full = self
-            .deferred
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-            >= MAX_DEFERRED;
-        if full {
-            // The writer is behind: wait for a commit like any other job (the queue goes first).
-            self.write(f).await?;
-            return Ok(Committed::nothing());
-        }
-        let was_empty = {
-            let mut q = self.deferred.lock().unwrap_or_else(PoisonError::into_inner);
-            let was_empty = q.is_empty();
-            q.push(Box::new(move |ctx| {
-                f(ctx).map(|()| Box::new(()) as Box<dyn Any + Send>)
-            }));
-            was_empty
-        };
-        if was_empty {
-            self.send(Msg::Deferred).await?;
+        let job: JobFn = Box::new(move |ctx| f(ctx).map(|()| Box::new(()) as Box<dyn Any + Send>));
+        match self.deferred.push(job) {
+            Ok(true) => self.send(Msg::Deferred).await?,
+            Ok(false) => {}
+            Err(mut job) => {
+                // The writer is behind: wait for a commit like any other job (the queue goes first).
+                self.write(move |ctx| job(ctx).map(drop)).await?;
+            }
         }
         Ok(Committed::nothing())
     }
@@ -1020,12 +1033,7 @@ impl Store {
     /// Returns once every job queued by [`Store::write_deferred`] before the call is committed
     /// (visible to readers). At once when none is waiting.
     pub async fn settle(&self) -> Result<()> {
-        let waiting = !self
-            .deferred
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty();
-        if waiting {
+        if self.deferred.is_waiting() {
             self.write(|_| Ok(())).await?;
         }
         Ok(())
@@ -1267,7 +1275,7 @@ impl Writer {
             if !group.is_empty() {
                 self.commit_jobs(group);
             }
-            if deferred && self.deferred_due.is_none() && self.deferred_waiting() {
+            if deferred && self.deferred_due.is_none() && self.deferred.is_waiting() {
                 self.deferred_due = Some(Instant::now() + DEFER_WINDOW);
             }
             if self.deferred_due.is_some_and(|d| d <= Instant::now()) {
@@ -1295,19 +1303,10 @@ impl Writer {
         tracing::debug!("store writer stopped");
     }
 
-    /// Whether [`Store::write_deferred`] jobs are queued.
-    fn deferred_waiting(&self) -> bool {
-        !self
-            .deferred
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
-    }
-
     /// Makes every commit so far durable: syncs the queued blob files, then commits durably.
     /// Deferred jobs are committed first.
     fn flush(&mut self) -> Result<()> {
-        if self.deferred_waiting() {
+        if self.deferred.is_waiting() {
             self.commit_jobs(Vec::new());
         }
         if let Some(b) = &self.broken {
@@ -1446,8 +1445,7 @@ impl Writer {
     /// Commits the deferred jobs (first, in the order they were queued) and `batch` in one
     /// transaction, then answers `batch`'s jobs.
     fn commit_jobs(&mut self, batch: Vec<Job>) {
-        let deferred =
-            std::mem::take(&mut *self.deferred.lock().unwrap_or_else(PoisonError::into_inner));
+        let deferred = self.deferred.take();
         self.deferred_due = None;
         let jobs: Vec<Job> = deferred
             .into_iter()
