@@ -52,6 +52,8 @@ const MAX_CHANNELS_PER_CONNECTION_LIFETIME: u32 = 1024;
 
 /// How long a connection may take to close after it was told to (shutdown, login grace).
 const DISCONNECT_GRACE: Duration = Duration::from_secs(10);
+/// Read buffer in front of each connection's socket (see `connection`).
+const SOCKET_READ_BUFFER: usize = 8 << 10;
 
 // ---------------------------------------------------------------------------------------------
 // Plug-in points
@@ -566,7 +568,15 @@ async fn connection<P: Clone + Send + Sync + 'static>(
     let grace = tokio::time::sleep(shared.login_grace_time);
     tokio::pin!(grace);
     let started = tokio::select! {
-        s = russh::server::run_stream(shared.config.clone(), socket, handler) => s,
+        s = russh::server::run_stream(
+            shared.config.clone(),
+            // russh reads each packet in two reads (length, then the rest) straight from the
+            // socket; a small buffer lets one recv serve several small packets (an SFTP
+            // client's stat/open/close requests) while a bulk packet's body, larger than the
+            // buffer, is still read directly. Writes pass through unbuffered.
+            tokio::io::BufReader::with_capacity(SOCKET_READ_BUFFER, socket),
+            handler,
+        ) => s,
         () = &mut grace => {
             info!("no SSH handshake within the login grace time; closing");
             return;
