@@ -121,7 +121,12 @@ pub async fn start(opened: Opened, cfg: &ServerConfig) -> Result<Running, Failur
                 .await
                 .map_err(|e| Failure(e.to_string()))?;
             let addr = cfg.sftp.listen;
+            // One thread per core, each connection on one of them (see `sftp::threads`).
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let threads = crate::sftp::ConnectionThreads::start(cores)
+                .map_err(|e| Failure(format!("can't start the SFTP connection threads: {e}")))?;
             crate::sftp::mount::builder(&portal, host_key, addr)
+                .connection_threads(Arc::new(threads))
                 .max_connections(cfg.limits.sftp_max_connections)
                 .inactivity_timeout(Duration::from_secs(cfg.limits.sftp_idle_timeout_secs))
                 .start()

@@ -13,7 +13,9 @@
 //!   trait). It fixes the two defects reproduced with russh 0.65 + russh-sftp 3.0 (see
 //!   `shared/notes/crates.md`): the flow-control deadlock (the channel is drained, into a
 //!   byte-capped queue, while a response waits for the client's window) and the stream desync on
-//!   oversized packets (SFTP framing is checked; a violation closes the session).
+//!   oversized packets (SFTP framing is checked; a violation closes the session);
+//! - [`threads`]: [`ConnectionThreads`], which keeps each connection and all its tasks on one
+//!   thread (the server uses it when given one; `sdx serve` does).
 //!
 //! The SFTP request handler ([`handler`]) maps SFTP requests to the principal's tree; it is plugged
 //! in through a [`SessionFactory`], which builds one russh-sftp `Handler` per session.
@@ -22,6 +24,7 @@ pub mod handler;
 pub mod hostkey;
 pub mod mount;
 pub mod server;
+pub mod threads;
 pub mod transport;
 
 pub use hostkey::HostKey;
@@ -29,6 +32,7 @@ pub use server::{
     AuthError, RunningSftpServer, SessionContext, SessionFactory, SessionRefused, SftpServer,
     SftpServerBuilder, SshAuthenticator,
 };
+pub use threads::ConnectionThreads;
 pub use transport::{SftpSession, TransportConfig};
 
 use std::path::PathBuf;

@@ -26,6 +26,7 @@
 //! Each connection logs inside a `tracing` span `ssh` with the client's address and, once known,
 //! the user name.
 
+use super::threads::ConnectionThreads;
 use super::transport::{ChannelTransport, SftpSession, TransportConfig};
 use super::{HostKey, SftpError};
 use crate::model::Principal;
@@ -173,6 +174,7 @@ pub struct SftpServerBuilder<P = Principal> {
     limits: Limits,
     transport: TransportConfig,
     shutdown: CancellationToken,
+    threads: Option<Arc<ConnectionThreads>>,
 }
 
 impl<P> fmt::Debug for SftpServerBuilder<P> {
@@ -233,6 +235,14 @@ impl<P: Clone + Send + Sync + 'static> SftpServerBuilder<P> {
         self
     }
 
+    /// Run each connection, with every task it starts, on one of these threads (round robin)
+    /// instead of the current runtime's workers: a session's many small round trips then never
+    /// wake a task on another thread (see [`ConnectionThreads`]). Default: the current runtime.
+    pub fn connection_threads(mut self, threads: Arc<ConnectionThreads>) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
     /// Check the configuration.
     pub fn build(self) -> Result<SftpServer<P>, SftpError> {
         self.transport.validate()?;
@@ -278,6 +288,7 @@ impl<P: Clone + Send + Sync + 'static> SftpServerBuilder<P> {
             }),
             max_connections: self.limits.max_connections,
             shutdown: self.shutdown,
+            threads: self.threads,
         })
     }
 
@@ -386,6 +397,7 @@ pub struct SftpServer<P = Principal> {
     shared: Arc<Shared<P>>,
     max_connections: usize,
     shutdown: CancellationToken,
+    threads: Option<Arc<ConnectionThreads>>,
 }
 
 impl<P> fmt::Debug for SftpServer<P> {
@@ -419,6 +431,7 @@ impl<P: Clone + Send + Sync + 'static> SftpServer<P> {
             },
             transport: TransportConfig::default(),
             shutdown: CancellationToken::new(),
+            threads: None,
         }
     }
 
@@ -443,6 +456,7 @@ impl<P: Clone + Send + Sync + 'static> SftpServer<P> {
             listener,
             self.shared,
             self.max_connections,
+            self.threads,
             token.clone(),
         ));
         Ok(RunningSftpServer {
@@ -499,6 +513,7 @@ async fn accept_loop<P: Clone + Send + Sync + 'static>(
     listener: TcpListener,
     shared: Arc<Shared<P>>,
     max_connections: usize,
+    threads: Option<Arc<ConnectionThreads>>,
     token: CancellationToken,
 ) {
     let mut connections = JoinSet::new();
@@ -514,10 +529,31 @@ async fn accept_loop<P: Clone + Send + Sync + 'static>(
                         continue;
                     }
                     let span = info_span!("ssh", %remote, user = field::Empty);
-                    connections.spawn(
-                        connection(socket, remote, shared.clone(), token.child_token(), span.clone())
-                            .instrument(span),
-                    );
+                    let (shared, token) = (shared.clone(), token.child_token());
+                    let Some(threads) = &threads else {
+                        connections.spawn(
+                            connection(socket, remote, shared, token, span.clone()).instrument(span),
+                        );
+                        continue;
+                    };
+                    // A tokio socket belongs to the runtime that made it: hand the connection's
+                    // thread the bare socket and let it register it with its own runtime.
+                    let socket = match socket.into_std() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            warn!(%remote, error = %e, "can't move the connection to its thread");
+                            continue;
+                        }
+                    };
+                    let run = async move {
+                        match TcpStream::from_std(socket) {
+                            Ok(socket) => {
+                                connection(socket, remote, shared, token, Span::current()).await;
+                            }
+                            Err(e) => warn!(error = %e, "can't register the connection's socket"),
+                        }
+                    };
+                    connections.spawn_on(run.instrument(span), &threads.next_handle());
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.

@@ -50,7 +50,11 @@ impl PortalServer {
         let key = HostKey::generate_ephemeral().expect("host key");
         let builder =
             sdx_portal::sftp::mount::builder(&portal, key, "127.0.0.1:0".parse().expect("address"))
-                .auth_rejection_time(Duration::from_millis(50));
+                .auth_rejection_time(Duration::from_millis(50))
+                // As `sdx serve` runs it: each connection on one of two threads of its own.
+                .connection_threads(std::sync::Arc::new(
+                    sdx_portal::sftp::ConnectionThreads::start(2).expect("connection threads"),
+                ));
         let server = tune(builder).start().await.expect("SFTP server starts");
         PortalServer {
             portal,
