@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # 2,000 (N) x 4 KiB `get`s through OpenSSH `sftp -b` from a fresh `sdx serve` and from OpenSSH's
 # sshd with internal-sftp (loopback port, throwaway host key), one after the other, the client's
-# files on /dev/shm as in compare.sh: files/s of each, and with SNIFF=1 (root: a packet capture on
+# files on /dev/shm as in compare.sh: files/s of each and the client's CPU (sftp + ssh), and with SNIFF=1 (root: a packet capture on
 # lo, see sftp_latency.py) the server and client latency per request. MODE=batched|immediate,
 # CIPHER, SDX=path. Build first: cargo build --release --bin sdx --example bench_setup.
 set -euo pipefail
+[ -x /usr/bin/time ] || { echo "sftp_latency.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
 here="$(cd "$(dirname "$0")" && pwd)"
 target="${CARGO_TARGET_DIR:-$here/../../target}"
 SDX=${SDX:-$target/release/sdx}
@@ -20,8 +21,10 @@ opts="-q -i $W/key -c $CIPHER -o IdentitiesOnly=yes -o StrictHostKeyChecking=no 
 gets() { # port batch label user
   local py=
   if [ "$SNIFF" = 1 ]; then python3 "$here/sftp_latency.py" capture $1 $W/cap & py=$!; sleep 0.5; fi
-  local t0 t1; t0=$(date +%s.%N); sftp $opts -P $1 -o User=$4 -b $2 127.0.0.1 >/dev/null; t1=$(date +%s.%N)
-  echo "$3: $(python3 -c "print('%.0f files/s' % ($N/($t1-$t0)))")"
+  local t0 t1; t0=$(date +%s.%N)
+  /usr/bin/time -f "%U %S" -o $W/ctime sftp $opts -P $1 -o User=$4 -b $2 127.0.0.1 >/dev/null
+  t1=$(date +%s.%N)
+  echo "$3: $(python3 -c "u, s = open('$W/ctime').read().split()[-2:]; print('%.0f files/s, client CPU %.0f us per file' % ($N/($t1-$t0), (float(u)+float(s))*1e6/$N))")"
   if [ -n "$py" ]; then kill -INT $py; wait $py || true; python3 "$here/sftp_latency.py" report $W/cap; fi
   cmp -s <(cat $C/in/* | sha256sum) <(cat $C/out/* | sha256sum) || { echo "content differs"; exit 1; }
   rm -f $C/out/*
