@@ -6,12 +6,10 @@
 # the server's [storage] section (e.g. EXTRA='inline_max_kib = 0'). Build first:
 # cargo build --release --bin sdx --example bench_setup (SDXS defaults to that build).
 set -euo pipefail
-target="${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/../.." && pwd)/target}"
-SDXS=${SDXS:-$target/release/sdx}
-SETUP=${SETUP:-$target/release/examples/bench_setup}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+SDXS=${SDXS:-$SDX}
 WORKLOAD=${WORKLOAD:-small}; RUNS=${RUNS:-3}; MODE=${MODE:-batched}; N=${N:-2000}
 CIPHER=${CIPHER:-aes256-gcm@openssh.com}
-fp() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 W=$(mktemp -d /tmp/sftp-ab.XXXX)
 SP=
 trap '[ -n "$SP" ] && kill $SP 2>/dev/null; rm -rf $W' EXIT

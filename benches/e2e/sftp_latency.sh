@@ -5,13 +5,10 @@
 # lo, see sftp_latency.py) the server and client latency per request. MODE=batched|immediate,
 # CIPHER, SDX=path. Build first: cargo build --release --bin sdx --example bench_setup.
 set -euo pipefail
-[ -x /usr/bin/time ] || { echo "sftp_latency.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
 here="$(cd "$(dirname "$0")" && pwd)"
-target="${CARGO_TARGET_DIR:-$here/../../target}"
-SDX=${SDX:-$target/release/sdx}
-SETUP=${SETUP:-$target/release/examples/bench_setup}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+needs_time sftp_latency.sh
 N=${N:-2000}; MODE=${MODE:-batched}; CIPHER=${CIPHER:-aes256-gcm@openssh.com}; SNIFF=${SNIFF:-0}
-fp() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 W=$(mktemp -d /tmp/sftp-lat.XXXX); C=$(mktemp -d /dev/shm/sftp-lat.XXXX); SP=; OP=
 trap '[ -n "$SP" ] && kill $SP 2>/dev/null; [ -n "$OP" ] && kill $OP 2>/dev/null; rm -rf $W $C' EXIT
 ssh-keygen -q -t ed25519 -N "" -f $W/key

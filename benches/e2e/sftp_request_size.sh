@@ -4,15 +4,12 @@
 # 255 KiB with limits@openssh.com). Build first: cargo build --release --bin sdx --example bench_setup.
 # SDX=path compares another build. Prints MB/s per round; checks the download byte for byte.
 set -euo pipefail
-target="${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/../.." && pwd)/target}"
-SDX=${SDX:-$target/release/sdx}
-SETUP=${SETUP:-$target/release/examples/bench_setup}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 W=$(mktemp -d /tmp/bigb.XXXX)
 trap 'kill $SP 2>/dev/null; wait $SP 2>/dev/null; rm -rf $W' EXIT
 ssh-keygen -q -t ed25519 -N "" -f $W/key
 $SETUP $W/data bench@client.test "bench portal passphrase 2026" $W/key.pub 10 >/dev/null
 printf '[storage]\ndurability = "batched"\n' > $W/c.toml
-fp() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 PORT=$(fp); WP=$(fp)
 SDX_LOG=warn $SDX serve --data $W/data --config $W/c.toml --sftp 127.0.0.1:$PORT --webdav 127.0.0.1:$WP --insecure-http >$W/log 2>&1 &
 SP=$!

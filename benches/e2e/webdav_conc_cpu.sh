@@ -5,9 +5,7 @@
 # build --release --bin sdx --example bench_setup.
 # 8x64 MiB concurrent WebDAV PUT: server CPU + wall. SDX, ROUNDS
 set -euo pipefail
-target="${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/../.." && pwd)/target}"
-SDX=${SDX:-$target/release/sdx}
-SETUP=${SETUP:-$target/release/examples/bench_setup}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 ROUNDS=${ROUNDS:-3}
 W=$(mktemp -d /tmp/conc.XXXX)
 trap 'kill $SP 2>/dev/null; wait $SP 2>/dev/null; rm -rf $W' EXIT
@@ -15,7 +13,6 @@ ssh-keygen -q -t ed25519 -N "" -f $W/key
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $W/t.key -out $W/t.crt -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null
 $SETUP $W/data bench@client.test "bench portal passphrase 2026" $W/key.pub 10 >/dev/null
 printf '[storage]\ndurability = "%s"\n' ${MODE:-immediate} > $W/c.toml
-fp() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 PORT=$(fp); WP=$(fp)
 SDX_LOG=warn $SDX serve --data $W/data --config $W/c.toml --sftp 127.0.0.1:$PORT --webdav 127.0.0.1:$WP --tls-cert $W/t.crt --tls-key $W/t.key >$W/log 2>&1 &
 SP=$!

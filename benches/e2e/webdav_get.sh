@@ -5,13 +5,9 @@
 # (default /dev/null, which takes the client out of the way; /dev/shm/... as in compare.sh).
 # MODE=batched|immediate, SDX=path. Build first: cargo build --release --bin sdx --example bench_setup.
 set -euo pipefail
-[ -x /usr/bin/time ] || { echo "webdav_get.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
-here="$(cd "$(dirname "$0")" && pwd)"
-target="${CARGO_TARGET_DIR:-$here/../../target}"
-SDX=${SDX:-$target/release/sdx}
-SETUP=${SETUP:-$target/release/examples/bench_setup}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+needs_time webdav_get.sh
 N=${N:-5}; MODE=${MODE:-batched}; OUT=${OUT:-/dev/null}
-fp() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 W=$(mktemp -d /tmp/webdav-get.XXXX); SRC=$(mktemp /dev/shm/webdav-get.XXXX); SP=
 trap '[ -n "$SP" ] && kill $SP 2>/dev/null; rm -rf $W $SRC' EXIT
 head -c $((1 << 30)) /dev/urandom > $SRC

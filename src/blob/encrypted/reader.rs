@@ -296,21 +296,13 @@ impl EncReader {
         if let Some(b) = self.spares.pop() {
             return b;
         }
-        let mut found = None;
-        for run in std::mem::take(&mut self.retired) {
-            if found.is_some() {
-                self.retired.push(run);
-                continue;
-            }
-            match run.try_into_mut() {
-                Ok(m) => found = Some(Vec::from(m)),
-                Err(run) => self.retired.push(run),
-            }
+        if let Some(i) = self.retired.iter().position(Bytes::is_unique)
+            && let Ok(m) = self.retired.swap_remove(i).try_into_mut()
+        {
+            return Vec::from(m);
         }
-        found.unwrap_or_else(|| {
-            self.fresh_buffers += 1;
-            Vec::new()
-        })
+        self.fresh_buffers += 1;
+        Vec::new()
     }
 
     /// Replaces the cached run, recycling the old buffer — at once if no caller holds a slice
