@@ -11,19 +11,9 @@ N=${N:-5}; MODE=${MODE:-batched}; OUT=${OUT:-/dev/null}
 W=$(mktemp -d /tmp/webdav-get.XXXX); SRC=$(mktemp /dev/shm/webdav-get.XXXX); SP=
 trap '[ -n "$SP" ] && kill $SP 2>/dev/null; rm -rf $W $SRC' EXIT
 head -c $((1 << 30)) /dev/urandom > $SRC
-ssh-keygen -q -t ed25519 -N "" -f $W/key
-$SETUP $W/data bench@client.test "bench portal passphrase 2026" $W/key.pub 10 >/dev/null
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $W/k.pem -out $W/c.pem \
-    -days 2 -subj /CN=127.0.0.1 2>/dev/null
-printf '[storage]\ndurability = "%s"\n' $MODE > $W/c.toml
-port=$(fp); sport=$(fp)
-SDX_LOG=warn "$SDX" serve --data $W/data --config $W/c.toml --sftp 127.0.0.1:$sport \
-    --webdav 127.0.0.1:$port --tls-cert $W/c.pem --tls-key $W/k.pem >$W/log 2>&1 &
-SP=$!
-for i in $(seq 50); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-url="https://127.0.0.1:$port/dav/2026-001%20Bench/Uploads/big"
-curl=(curl -sS --fail --http1.1 -H Expect: -k --tls13-ciphers TLS_AES_256_GCM_SHA384
-      -u "bench@client.test:bench portal passphrase 2026")
+start_webdav_sdx "$MODE"
+url="$DAV_URL/big"
+curl=("${TLS_CURL[@]}" -u "$DAV_USER")
 "${curl[@]}" -T $SRC -o /dev/null "$url"
 sync
 ticks() { awk '{print $14+$15}' /proc/$SP/stat; }

@@ -12,26 +12,16 @@ N=${N:-4}; OUT=${OUT:-/dev/shm/webdav-get-sink.out}
 W=$(mktemp -d /tmp/webdav-get-sink.XXXX); SRC=$(mktemp /dev/shm/webdav-get-sink.XXXX); SP=; RP=
 trap '[ -n "$SP" ] && kill $SP; [ -n "$RP" ] && kill $RP; rm -rf $W $SRC; [ "$OUT" = /dev/null ] || rm -f "$OUT"' EXIT
 head -c $((1 << 30)) /dev/urandom > $SRC
-ssh-keygen -q -t ed25519 -N "" -f $W/key
-$SETUP $W/data bench@client.test "bench portal passphrase 2026" $W/key.pub 10 >/dev/null
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $W/k.pem -out $W/c.pem \
-    -days 2 -subj /CN=127.0.0.1 2>/dev/null
-printf '[storage]\ndurability = "batched"\n' > $W/c.toml
-port=$(fp); sport=$(fp); rport=$(fp)
-SDX_LOG=warn "$SDX" serve --data $W/data --config $W/c.toml --sftp 127.0.0.1:$sport \
-    --webdav 127.0.0.1:$port --tls-cert $W/c.pem --tls-key $W/k.pem >$W/log 2>&1 &
-SP=$!
+start_webdav_sdx batched
+rport=$(fp)
 mkdir -p $W/rclone/M && cp $SRC $W/rclone/M/big && touch $W/rclone.conf
 rclone --config $W/rclone.conf serve webdav $W/rclone --addr 127.0.0.1:$rport --user u --pass p \
     --baseurl /dav --cert $W/c.pem --key $W/k.pem >$W/rclone.log 2>&1 &
 RP=$!
-for i in $(seq 50); do
-  (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && (echo > /dev/tcp/127.0.0.1/$rport) 2>/dev/null && break
-  sleep 0.2
-done
-curl=(curl -sS --fail --http1.1 -H Expect: -k --tls13-ciphers TLS_AES_256_GCM_SHA384)
-sdx_url="https://127.0.0.1:$port/dav/2026-001%20Bench/Uploads/big"
-sdx_user="bench@client.test:bench portal passphrase 2026"
+for i in $(seq 50); do (echo > /dev/tcp/127.0.0.1/$rport) 2>/dev/null && break; sleep 0.2; done
+curl=("${TLS_CURL[@]}")
+sdx_url="$DAV_URL/big"
+sdx_user="$DAV_USER"
 "${curl[@]}" -u "$sdx_user" -T $SRC -o /dev/null "$sdx_url"
 sync
 get() { # name url user
