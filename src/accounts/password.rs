@@ -46,12 +46,13 @@
 //! §5.1.1.2), so the same password typed on systems that compose accents differently matches.
 
 use std::collections::HashSet;
-use std::sync::{Arc, LazyLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHasher, Version};
 use ring::rand::{SecureRandom, SystemRandom};
-use std::sync::Mutex;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use unicode_normalization::UnicodeNormalization;
@@ -332,36 +333,124 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     verify_pooled(pw.as_bytes(), &parsed)
 }
 
-/// Argon2 working memory kept between verifies, at most one buffer per hashing slot.
-///
-/// Allocating and freeing 19 MiB per login made glibc keep a freed copy per blocking-pool
-/// thread: server RSS climbed ~19 MiB per login up to 300–470 MiB under repeated SSH logins.
-/// With the pool, memory for verifying is bounded by slots × m.
-static BLOCK_POOL: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+/// The capacity verify buffers are requested with: above glibc's largest dynamic mmap threshold
+/// (32 MiB on 64-bit, `mallopt(3)`), so the allocator maps each buffer on its own and unmaps it
+/// when it is freed. Only the `m` KiB Argon2 uses are ever touched.
+const VERIFY_MEMORY_CAPACITY: usize = 33 << 20;
 
-/// Runs `f` over `count` Argon2 blocks from the pool (allocating only when the pool is empty),
-/// wipes them and returns the buffer to the pool.
-fn with_blocks<T>(count: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
-    let mut buf = BLOCK_POOL
-        .lock()
-        .ok()
-        .and_then(|mut pool| pool.pop())
-        .unwrap_or_default();
-    if buf.len() < count {
-        buf.resize(count, Block::default());
+/// How long a verify buffer nobody used stays in the pool before it is freed.
+const POOL_IDLE: Duration = Duration::from_secs(2);
+
+/// Argon2 working memory between verifies: at most one buffer per hashing slot, each freed once
+/// it has been idle for [`POOL_IDLE`].
+///
+/// Allocating and freeing 19 MiB per login let glibc keep a freed copy per blocking-pool thread
+/// (server RSS climbed ~19 MiB per login, up to 300–470 MiB under repeated SSH logins), and a
+/// fresh mapping per login costs ~7 ms of page faults on a 21 ms hash here; a pool kept for good
+/// holds slots × 19 MiB (38 MiB of a 2-core server's ~100) while nobody logs in. So a burst
+/// reuses the pooled buffers, and a quiet server holds none.
+struct BlockPool {
+    idle: Vec<(Vec<Block>, Instant)>,
+}
+
+impl BlockPool {
+    /// A buffer of at least `count` zeroed blocks: a pooled one, or a fresh mapping.
+    fn take(&mut self, count: usize) -> Vec<Block> {
+        let mut buf = self.idle.pop().map(|(b, _)| b).unwrap_or_else(|| {
+            let mut b = Vec::new();
+            let cap = count.max(VERIFY_MEMORY_CAPACITY / std::mem::size_of::<Block>());
+            if b.try_reserve_exact(cap).is_err() {
+                // Short of address space: only what Argon2 needs.
+                b.reserve_exact(count);
+            }
+            b
+        });
+        if buf.len() < count {
+            buf.resize(count, Block::default());
+        }
+        buf
     }
+
+    /// Returns a wiped buffer, unless `slots` are already pooled.
+    fn put(&mut self, buf: Vec<Block>, now: Instant, slots: usize) {
+        if self.idle.len() < slots {
+            self.idle.push((buf, now));
+        }
+    }
+
+    /// Removes the buffers idle for [`POOL_IDLE`] or longer at `now` (for the caller to free
+    /// outside the lock).
+    fn expire(&mut self, now: Instant) -> Vec<Vec<Block>> {
+        let (old, keep) = std::mem::take(&mut self.idle)
+            .into_iter()
+            .partition(|(_, at)| now.saturating_duration_since(*at) >= POOL_IDLE);
+        self.idle = keep;
+        old.into_iter().map(|(b, _)| b).collect()
+    }
+}
+
+static BLOCK_POOL: Mutex<BlockPool> = Mutex::new(BlockPool { idle: Vec::new() });
+
+/// Whether a task that frees idle pooled buffers is running.
+static POOL_SWEEPER: AtomicBool = AtomicBool::new(false);
+
+/// Runs `f` over `count` zeroed Argon2 blocks from the pool, then wipes them and pools the buffer.
+fn with_blocks<T>(count: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
+    use zeroize::Zeroize;
+    let mut buf = match BLOCK_POOL.lock() {
+        Ok(mut pool) => pool.take(count),
+        Err(poisoned) => poisoned.into_inner().take(count),
+    };
     // `buf` holds at least `count` blocks here; an empty slice would only make Argon2 refuse.
     let out = f(buf.get_mut(..count).unwrap_or_default());
-    buf.fill(Block::default());
-    if let Ok(mut pool) = BLOCK_POOL.lock()
-        && pool.len() < hash_slots()
-    {
-        pool.push(buf);
+    for b in buf.iter_mut() {
+        AsMut::<[u64]>::as_mut(b).zeroize();
+    }
+    if let Ok(mut pool) = BLOCK_POOL.lock() {
+        pool.put(buf, Instant::now(), hash_slots());
     }
     out
 }
 
-/// Verifies `password` against a parsed Argon2id hash using pooled working memory; the
+/// Starts, unless one runs, a task on the current tokio runtime that frees pooled verify buffers
+/// once idle and ends when the pool is empty.
+fn sweep_pool_later() {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if POOL_SWEEPER.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    rt.spawn(async {
+        loop {
+            tokio::time::sleep(POOL_IDLE).await;
+            let left = tokio::task::spawn_blocking(|| {
+                let (old, left) = match BLOCK_POOL.lock() {
+                    Ok(mut pool) => (pool.expire(Instant::now()), pool.idle.len()),
+                    Err(_) => (Vec::new(), 0),
+                };
+                drop(old); // unmapped here, off the async threads
+                left
+            })
+            .await
+            .unwrap_or(0);
+            if left > 0 {
+                continue;
+            }
+            POOL_SWEEPER.store(false, Ordering::Release);
+            // A buffer pooled after the check above needs a sweeper: stay if nobody else took over.
+            let pooled = BLOCK_POOL
+                .lock()
+                .map(|p| !p.idle.is_empty())
+                .unwrap_or(false);
+            if !pooled || POOL_SWEEPER.swap(true, Ordering::AcqRel) {
+                break;
+            }
+        }
+    });
+}
+
+/// Verifies `password` against a parsed Argon2id hash in working memory of its own; the
 /// comparison is constant-time.
 fn verify_pooled(password: &[u8], parsed: &PasswordHash) -> bool {
     let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
@@ -443,13 +532,15 @@ async fn run_limited<T: Send + 'static>(
         .map_err(|e| PasswordError::Task(e.to_string()))?;
     // The permit moves into the blocking task: if the caller's future is dropped (client gone),
     // the slot stays taken until the hash really finishes.
-    tokio::task::spawn_blocking(move || {
+    let out = tokio::task::spawn_blocking(move || {
         let out = f();
         drop(permit);
         out
     })
     .await
-    .map_err(|e| PasswordError::Task(e.to_string()))
+    .map_err(|e| PasswordError::Task(e.to_string()));
+    sweep_pool_later();
+    out
 }
 
 /// [`hash_password`] on tokio's blocking pool, limited to one hash per core at a time.
@@ -485,8 +576,36 @@ mod tests {
         assert!(!needs_rehash(&h));
     }
 
+    /// Verify buffers are mappings of their own (freeing one returns it to the system), hold the
+    /// zeroed blocks Argon2 needs, are pooled up to one per slot and freed once idle for
+    /// `POOL_IDLE`; concurrent verifies still give the right answers.
     #[test]
-    fn verify_memory_is_pooled_and_bounded() {
+    fn verify_buffers_are_pooled_then_freed_when_idle() {
+        let mut pool = BlockPool { idle: Vec::new() };
+        let t0 = Instant::now();
+        let a = pool.take(19 * 1024);
+        assert_eq!(a.len(), 19 * 1024);
+        assert!(a.capacity() * std::mem::size_of::<Block>() > 32 << 20);
+        assert!(a.iter().all(|b| b.as_ref().iter().all(|w| *w == 0)));
+        let b = pool.take(19 * 1024);
+        let c = pool.take(19 * 1024);
+        pool.put(a, t0, 2);
+        pool.put(b, t0 + Duration::from_secs(1), 2);
+        pool.put(c, t0, 2);
+        assert_eq!(pool.idle.len(), 2, "one buffer per slot");
+        assert!(pool.expire(t0 + Duration::from_millis(500)).is_empty());
+        assert_eq!(
+            pool.expire(t0 + POOL_IDLE).len(),
+            1,
+            "the older one goes first"
+        );
+        assert_eq!(pool.idle.len(), 1);
+        // A pooled buffer is reused (no new mapping) and a larger `m` grows it.
+        let again = pool.take(20 * 1024);
+        assert_eq!(again.len(), 20 * 1024);
+        assert!(pool.idle.is_empty());
+        assert_eq!(pool.expire(t0 + POOL_IDLE * 10).len(), 0);
+
         let phc = hash_password("pooled memory check 1").unwrap();
         let threads: Vec<_> = (0..6)
             .map(|_| {
@@ -501,17 +620,40 @@ mod tests {
             t.join().unwrap();
         }
         let pool = BLOCK_POOL.lock().unwrap();
-        assert!(!pool.is_empty(), "verify buffers are kept for reuse");
         assert!(
-            pool.len() <= hash_slots(),
-            "pool holds {} buffers",
-            pool.len()
+            pool.idle.len() <= hash_slots(),
+            "{} pooled",
+            pool.idle.len()
         );
         assert!(
-            pool.iter()
-                .all(|b| b.iter().all(|blk| blk.as_ref().iter().all(|w| *w == 0))),
+            pool.idle
+                .iter()
+                .all(|(b, _)| b.iter().all(|blk| blk.as_ref().iter().all(|w| *w == 0))),
             "pooled buffers are wiped"
         );
+    }
+
+    /// Through the async entry point, pooled buffers are freed by the sweeper once idle (other
+    /// tests of this binary may verify meanwhile, so the pool has until a generous deadline).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_verify_buffers_are_freed_by_the_sweeper() {
+        let phc = hash_password("swept memory check 1").unwrap();
+        assert!(
+            verify_async("swept memory check 1".into(), Some(phc))
+                .await
+                .unwrap()
+        );
+        let deadline = Instant::now() + POOL_IDLE * 10;
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if BLOCK_POOL.lock().unwrap().idle.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "idle verify buffers were not freed"
+            );
+        }
     }
 
     #[test]
