@@ -422,6 +422,15 @@ fn sweep_pool_later() {
         return;
     }
     rt.spawn(async {
+        // Clears the flag if the task is dropped mid-way (its runtime shut down), so that the
+        // next verify starts another sweeper instead of finding one that is gone.
+        struct Running;
+        impl Drop for Running {
+            fn drop(&mut self) {
+                POOL_SWEEPER.store(false, Ordering::Release);
+            }
+        }
+        let running = Running;
         loop {
             tokio::time::sleep(POOL_IDLE).await;
             let left = tokio::task::spawn_blocking(|| {
@@ -443,9 +452,12 @@ fn sweep_pool_later() {
                 .lock()
                 .map(|p| !p.idle.is_empty())
                 .unwrap_or(false);
-            if !pooled || POOL_SWEEPER.swap(true, Ordering::AcqRel) {
-                break;
+            if pooled && !POOL_SWEEPER.swap(true, Ordering::AcqRel) {
+                continue;
             }
+            // The flag is clear or belongs to another sweeper now: leave it as it is.
+            std::mem::forget(running);
+            break;
         }
     });
 }
