@@ -422,8 +422,8 @@ fn sweep_pool_later() {
         return;
     }
     rt.spawn(async {
-        // Clears the flag if the task is dropped mid-way (its runtime shut down), so that the
-        // next verify starts another sweeper instead of finding one that is gone.
+        // Clears the flag when the task ends, also if it is dropped mid-way (its runtime shut
+        // down), so that the next verify starts another sweeper.
         struct Running;
         impl Drop for Running {
             fn drop(&mut self) {
@@ -443,21 +443,14 @@ fn sweep_pool_later() {
             })
             .await
             .unwrap_or(0);
-            if left > 0 {
-                continue;
+            if left == 0 {
+                break;
             }
-            POOL_SWEEPER.store(false, Ordering::Release);
-            // A buffer pooled after the check above needs a sweeper: stay if nobody else took over.
-            let pooled = BLOCK_POOL
-                .lock()
-                .map(|p| !p.idle.is_empty())
-                .unwrap_or(false);
-            if pooled && !POOL_SWEEPER.swap(true, Ordering::AcqRel) {
-                continue;
-            }
-            // The flag is clear or belongs to another sweeper now: leave it as it is.
-            std::mem::forget(running);
-            break;
+        }
+        drop(running);
+        // A buffer pooled since the last check needs a sweeper too.
+        if BLOCK_POOL.lock().is_ok_and(|p| !p.idle.is_empty()) {
+            sweep_pool_later();
         }
     });
 }
@@ -544,15 +537,13 @@ async fn run_limited<T: Send + 'static>(
         .map_err(|e| PasswordError::Task(e.to_string()))?;
     // The permit moves into the blocking task: if the caller's future is dropped (client gone),
     // the slot stays taken until the hash really finishes.
-    let out = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let out = f();
         drop(permit);
         out
     })
     .await
-    .map_err(|e| PasswordError::Task(e.to_string()));
-    sweep_pool_later();
-    out
+    .map_err(|e| PasswordError::Task(e.to_string()))
 }
 
 /// [`hash_password`] on tokio's blocking pool, limited to one hash per core at a time.
@@ -563,14 +554,17 @@ pub async fn hash_password_async(password: String) -> Result<String, PasswordErr
 
 /// [`verify_password`] on tokio's blocking pool, limited to one hash per core at a time.
 /// With `phc = None` (unknown login) it runs [`verify_dummy`] and returns `false`, taking the
-/// same time as a wrong password.
+/// same time as a wrong password. The working memory stays pooled for the next verify and is
+/// freed by a background task once idle for 2 s.
 pub async fn verify_async(password: String, phc: Option<String>) -> Result<bool, PasswordError> {
     let pw = Zeroizing::new(password);
-    run_limited(move || match phc {
+    let ok = run_limited(move || match phc {
         Some(phc) => verify_password(&pw, &phc),
         None => verify_dummy(&pw),
     })
-    .await
+    .await;
+    sweep_pool_later();
+    ok
 }
 
 #[cfg(test)]

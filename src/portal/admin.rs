@@ -1163,11 +1163,8 @@ impl Portal {
         let Some(hash) = hash else {
             return Ok(false);
         };
-        let pw = zeroize::Zeroizing::new(password.to_string());
-        Ok(
-            tokio::task::spawn_blocking(move || crate::accounts::verify_password(&pw, &hash))
-                .await?,
-        )
+        // The same hashing slots and pooled memory as a login.
+        Ok(crate::accounts::verify_async(password.to_owned(), Some(hash)).await?)
     }
 
     /// Whether a login's stored password hash is exactly `phc`.
