@@ -427,7 +427,8 @@ impl Append {
     /// then seals and writes them; up to [`SEAL_DEPTH`] batches are in flight, so hashing never
     /// waits for the disk. One job per batch rather than a hashing job beside a sealing job: one
     /// hand-off to the blocking pool fewer, and the batch is still in the cache when it is sealed
-    /// (~6 % less server CPU in 8 concurrent 64 MiB WebDAV uploads).
+    /// (8 concurrent 64 MiB WebDAV uploads: server CPU 920 → 880 ms, median of 9 rounds; see
+    /// BENCHMARKS.md, session 11).
     async fn flush(&mut self, shared: &Arc<Shared>, flush: usize, sync_every: u64) -> Result<()> {
         let layout = shared.layout;
         if self.pending.is_empty() {
