@@ -7,8 +7,8 @@
 //!   syncs and renames it in its commit's one blocking job), so starting an upload touches no
 //!   disk. Full
 //!   chunks are sealed as non-final in batches (`flush_bytes`, 256 KiB by default) on the blocking
-//!   pool — SHA-256 of the plaintext on one thread, seal + write on another — while the caller
-//!   fills the next batch. The last `1..=C` bytes stay in memory until commit, which seals them as
+//!   pool — one job per batch hashes it (SHA-256 of the plaintext, in batch order), then seals
+//!   and writes it — while the caller fills the next batch. The last `1..=C` bytes stay in memory until commit, which seals them as
 //!   the final chunk, syncs, and renames the file into place: each byte is encrypted once, nothing
 //!   is read back. A background `fdatasync` every `sync_every` bytes starts the disk early so the
 //!   commit's sync has little left to do.
