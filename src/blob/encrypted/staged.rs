@@ -5,13 +5,13 @@
 //!   `tmp/<id>.part` is already in the committed format under the blob's final data key. It is
 //!   created with the first batch written (an upload shorter than one batch creates, writes,
 //!   syncs and renames it in its commit's one blocking job), so starting an upload touches no
-//!   disk. Full
-//!   chunks are sealed as non-final in batches (`flush_bytes`, 256 KiB by default) on the blocking
-//!   pool — one job per batch hashes it (SHA-256 of the plaintext, in batch order), then seals
-//!   and writes it — while the caller fills the next batch. The last `1..=C` bytes stay in memory until commit, which seals them as
-//!   the final chunk, syncs, and renames the file into place: each byte is encrypted once, nothing
-//!   is read back. A background `fdatasync` every `sync_every` bytes starts the disk early so the
-//!   commit's sync has little left to do.
+//!   disk. Full chunks are sealed as non-final in batches (`flush_bytes`, 256 KiB by default) on
+//!   the blocking pool — one job per batch hashes it (SHA-256 of the plaintext, in batch order),
+//!   then seals and writes it — while the caller fills the next batch. The last `1..=C` bytes
+//!   stay in memory until commit, which seals them as the final chunk, syncs, and renames the
+//!   file into place: each byte is encrypted once, nothing is read back. A background
+//!   `fdatasync` every `sync_every` bytes starts the disk early so the commit's sync has little
+//!   left to do.
 //! - **Random** (a write before the end, a shrink, a large gap, or staging from a base blob): a
 //!   scratch file of counter-nonce slots (see [`super::format`]) over an optional read-only base
 //!   (the committed blob being edited, or the append file written so far), with one decrypted chunk
@@ -139,7 +139,7 @@ struct Append {
     sealed: u64,
     /// Plaintext after the sealed chunks.
     pending: Vec<u8>,
-    /// The SHA-256 state, when no hash task holds it.
+    /// The SHA-256 state, when no batch's job holds it.
     hasher: Option<digest::Context>,
     /// The hash context, handed back by the newest batch's job once it has hashed its batch.
     hashing: Option<oneshot::Receiver<digest::Context>>,
