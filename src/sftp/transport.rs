@@ -12,7 +12,7 @@
 //!    packet's body as a stream of packets (one 300,000-byte packet drew 75,000 bogus replies).
 //!
 //! So russh-sftp's own loop (`russh_sftp::server::run`) is not used: this module keeps only its
-//! packet types and its [`Handler`](russh_sftp::server::Handler) trait, and runs **one task per
+//! packet types and its [`Handler`] trait, and runs **one task per
 //! channel** that does the whole job:
 //!
 //! - it **drains** the channel's read half as fast as russh delivers, checks the SFTP framing

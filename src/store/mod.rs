@@ -229,7 +229,7 @@ impl SyncQueue {
             .files
             .len()
     }
-    /// Syncs everything queued so far: with more than [`SYNCFS_FROM_FILES`] files on Linux, one
+    /// Syncs everything queued so far: with more than `SYNCFS_FROM_FILES` (16) files on Linux, one
     /// `syncfs` per filesystem of the queued directories; otherwise the files first, then the
     /// directories. Blocking. Files removed
     /// in the meantime are skipped. On error the queue is emptied anyway (Linux forgets a failed

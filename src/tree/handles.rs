@@ -123,7 +123,7 @@ impl ReadHandle {
         self.len() == 0
     }
 
-    /// Reads up to `max` bytes (capped at [`MAX_READ`]) at `offset`; empty at the end. The
+    /// Reads up to `max` bytes (capped at `MAX_READ`, 4 MiB) at `offset`; empty at the end. The
     /// access check is repeated whenever access rights changed since the last one, even for
     /// bytes read ahead at open.
     pub async fn read_at(&mut self, offset: u64, max: usize) -> Result<Bytes> {

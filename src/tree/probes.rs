@@ -141,7 +141,7 @@ pub(crate) async fn send_entries(portal: &Portal, entries: Vec<NewEntry>) -> Res
 
 impl Tree {
     /// This tree, with [`Tree::stat_probe`]'s audit entries committed with the next commit (see
-    /// the [module documentation](self)). For front ends whose clients probe before each
+    /// the `tree::probes` module documentation). For front ends whose clients probe before each
     /// transfer (SFTP).
     pub fn with_deferred_probes(mut self) -> Self {
         self.probes = Some(Arc::new(Pending::default()));
