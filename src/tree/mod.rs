@@ -2,8 +2,9 @@
 //!
 //! `/` lists the principal's matters; below a matter are its folders the principal can see, then
 //! documents. Every operation here is one *policy point*: it resolves the path for the principal
-//! ([`resolve`](mod@resolve)), checks exactly the permission the operation needs ([`crate::policy`]), does the
-//! work and appends one audit entry — in the same commit for changes, before returning for reads.
+//! ([`resolve`](mod@resolve)), checks exactly the permission the operation needs
+//! ([`crate::policy`]), does the work and appends one audit entry — in the same commit for
+//! changes, before returning for reads.
 //!
 //! | operation | permission checked |
 //! |---|---|

@@ -27,9 +27,9 @@ use tracing::Instrument;
 
 impl Tree {
     /// Opens a document for reading like [`Tree::open_read`] (same checks, one `Read` audit
-    /// entry) and returns its first `prefetch` bytes (capped at `MAX_READ`, 4 MiB; fewer for a shorter
-    /// document, none for `0`) with the handle. Opening and reading the blob overlap the audit
-    /// entry's commit.
+    /// entry) and returns its first `prefetch` bytes (capped at `MAX_READ`, 4 MiB; fewer for a
+    /// shorter document, none for `0`) with the handle. Opening and reading the blob overlap the
+    /// audit entry's commit.
     pub async fn open_read_prefetch(
         &self,
         path: &str,
