@@ -453,12 +453,6 @@ impl Append {
         let mut batch = std::mem::replace(&mut self.pending, next);
         batch.truncate(cut);
         let data = Arc::new(batch);
-        let mut hasher = self
-            .hasher
-            .take()
-            .ok_or_else(|| Error::Storage("internal: hasher missing".into()))?;
-        let (hashed, hashing) = oneshot::channel();
-        self.hashing = Some(hashing);
         let file = match &self.file {
             Some(f) => f.file.clone(),
             None => {
@@ -470,18 +464,24 @@ impl Append {
                 file
             }
         };
-        let (d2, cc, first, writes) = (
+        let mut hasher = self
+            .hasher
+            .take()
+            .ok_or_else(|| Error::Storage("internal: hasher missing".into()))?;
+        let (hashed, hashing) = oneshot::channel();
+        self.hashing = Some(hashing);
+        let (plain, cc, writes, first) = (
             data.clone(),
             self.cc.clone(),
-            self.sealed,
             self.writes.clone(),
+            self.sealed,
         );
         let out = self.spare_out.pop().unwrap_or_default();
         let task = spawn_blocking(move || {
-            hasher.update(&d2);
+            hasher.update(&plain);
             // The upload may have been dropped meanwhile; then nobody wants the context.
             let _ = hashed.send(hasher);
-            seal_full_chunks(&cc, &file, &writes, &d2, first, layout, out)
+            seal_full_chunks(&cc, &file, &writes, &plain, first, layout, out)
         });
         self.sealed += k;
         self.sealing.push_back(Sealing {
